@@ -1,0 +1,269 @@
+"""HRNet as Flax Linen modules (NHWC), built from an `HRNetConfig`.
+
+Parameter names follow one rule so converters can map them mechanically: every
+convolution lives in a `ConvBN` (children `conv` and `bn`), blocks are named
+`layer1_{k}`, `stage{s}_{m}/branch{b}_{k}`, fuse layers `fuse{i}_{j}` (j > i) and
+`fuse{i}_{j}_{k}` (j < i, the k-th stride-2 conv of the chain), transitions
+`transition{t}_{b}`, and the head `incre{i}`, `downsamp{i}`, `final`, `classifier`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hrnet_flax.config import EXPANSION, HRNetConfig
+
+Dtype = Any
+ModuleDef = Any
+
+# timm / official init: kaiming normal, fan_out, relu gain.
+CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+SIZE_MULTIPLE = 32
+
+
+class ConvBN(nn.Module):
+    """Conv (symmetric padding, as PyTorch/Paddle) + BatchNorm + optional ReLU."""
+
+    features: int
+    kernel: int = 3
+    stride: int = 1
+    act: bool = True
+    conv_bias: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        pad = (self.kernel - 1) // 2
+        x = nn.Conv(
+            self.features,
+            (self.kernel, self.kernel),
+            (self.stride, self.stride),
+            padding=((pad, pad), (pad, pad)),
+            use_bias=self.conv_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=CONV_INIT,
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            axis_name=self.axis_name,
+            name="bn",
+        )(x)
+        return nn.relu(x) if self.act else x
+
+
+class SqueezeExcite(nn.Module):
+    """PaddleClas SE: global pool, Dense(C/16) + ReLU, Dense(C) + sigmoid, rescale."""
+
+    reduction: int = 16
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = nn.relu(dense(int(channels / self.reduction), name="squeeze")(s))
+        s = nn.sigmoid(dense(channels, name="excite")(s))
+        return x * s
+
+
+class BasicBlock(nn.Module):
+    planes: int
+    stride: int = 1
+    se: ModuleDef | None = None  # a SqueezeExcite factory, or None
+    conv_bn: ModuleDef = ConvBN
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        shortcut = x
+        y = self.conv_bn(self.planes, 3, self.stride, name="conv1")(x, train)
+        y = self.conv_bn(self.planes, 3, act=False, name="conv2")(y, train)
+        if self.se is not None:
+            y = self.se(name="se")(y)
+        if self.stride != 1 or x.shape[-1] != self.planes:
+            shortcut = self.conv_bn(self.planes, 1, self.stride, act=False, name="downsample")(x, train)
+        return nn.relu(y + shortcut)
+
+
+class Bottleneck(nn.Module):
+    planes: int
+    stride: int = 1
+    se: ModuleDef | None = None
+    conv_bn: ModuleDef = ConvBN
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        out = self.planes * EXPANSION["bottleneck"]
+        shortcut = x
+        y = self.conv_bn(self.planes, 1, name="conv1")(x, train)
+        y = self.conv_bn(self.planes, 3, self.stride, name="conv2")(y, train)
+        y = self.conv_bn(out, 1, act=False, name="conv3")(y, train)
+        if self.se is not None:
+            y = self.se(name="se")(y)
+        if self.stride != 1 or x.shape[-1] != out:
+            shortcut = self.conv_bn(out, 1, self.stride, act=False, name="downsample")(x, train)
+        return nn.relu(y + shortcut)
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
+    """Nearest-neighbour upsampling by an integer factor (a plain repeat)."""
+    n, h, w, c = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
+    return x.reshape(n, h * factor, w * factor, c)
+
+
+class HRModule(nn.Module):
+    """One high-resolution module: parallel branches, then all-to-all fusion."""
+
+    num_blocks: tuple[int, ...]
+    planes: tuple[int, ...]
+    block: str
+    se: ModuleDef | None = None
+    conv_bn: ModuleDef = ConvBN
+
+    @nn.compact
+    def __call__(self, xs: list[jax.Array], train: bool) -> list[jax.Array]:
+        block = BLOCKS[self.block]
+        ys = []
+        for b, x in enumerate(xs):
+            for k in range(self.num_blocks[b]):
+                x = block(self.planes[b], se=self.se, conv_bn=self.conv_bn, name=f"branch{b}_{k}")(x, train)
+            ys.append(x)
+        if len(ys) == 1:
+            return ys
+        out = []
+        for i in range(len(ys)):
+            total = ys[i]
+            for j in range(len(ys)):
+                if j > i:
+                    y = self.conv_bn(ys[i].shape[-1], 1, act=False, name=f"fuse{i}_{j}")(ys[j], train)
+                    total = total + upsample_nearest(y, 2 ** (j - i))
+                elif j < i:
+                    y = ys[j]
+                    for k in range(i - j):
+                        last = k == i - j - 1
+                        features = ys[i].shape[-1] if last else ys[j].shape[-1]
+                        y = self.conv_bn(features, 3, 2, act=not last, name=f"fuse{i}_{j}_{k}")(y, train)
+                    total = total + y
+            out.append(nn.relu(total))
+        return out
+
+
+def check_image_size(shape: tuple[int, ...]) -> None:
+    """Raise a ValueError unless `shape` is NHWC with H and W multiples of 32."""
+    if len(shape) != 4:
+        raise ValueError(f"HRNet expects images of shape (N, H, W, C) (NHWC); got shape {tuple(shape)}")
+    h, w = shape[1], shape[2]
+    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h == 0 or w == 0:
+        raise ValueError(
+            f"HRNet cannot take a {h}x{w} (HxW) input: height and width must be positive multiples of "
+            f"{SIZE_MULTIPLE} (the four branches run at strides 4/8/16/32 and their fusions must line up); "
+            f"resize or pad to e.g. {max(32, -(-h // 32) * 32)}x{max(32, -(-w // 32) * 32)}"
+        )
+
+
+class HRNet(nn.Module):
+    """HRNet classifier; with `features_only` (or `return_features`) a multi-resolution backbone.
+
+    Feature dict keys: `stem` (stride 4, 64 ch), `branch0..3` (strides 4/8/16/32, C/2C/4C/8C),
+    `incre0..3` (128/256/512/1024 ch), `hrnetv2` (all branches bilinearly upsampled to stride 4
+    and concatenated, 15C ch) and, with the classification head, `pre_logits` (pooled, 2048).
+    """
+
+    config: HRNetConfig
+    num_classes: int = 1000
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    axis_name: str | None = None
+    features_only: bool = False
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False, *, return_features: bool = False):
+        check_image_size(images.shape)
+        cfg = self.config
+        want_features = return_features or self.features_only
+        conv_bn = functools.partial(
+            ConvBN,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            axis_name=self.axis_name,
+        )
+        se = functools.partial(SqueezeExcite, dtype=self.dtype, param_dtype=self.param_dtype) if cfg.se else None
+
+        x = jnp.asarray(images, self.dtype)
+        x = conv_bn(cfg.stem_width, 3, 2, name="conv1")(x, train)
+        stem = conv_bn(cfg.stem_width, 3, 2, name="conv2")(x, train)
+
+        s1 = cfg.stages[0]
+        x = stem
+        for k in range(s1.num_blocks[0]):
+            x = BLOCKS[s1.block](s1.num_channels[0], se=se, conv_bn=conv_bn, name=f"layer1_{k}")(x, train)
+        xs = [x]
+        for s, stage in enumerate(cfg.stages[1:], start=2):
+            new = []
+            for b, width in enumerate(stage.out_channels):
+                if b == len(xs):  # the new, lower-resolution branch comes from the last one
+                    new.append(conv_bn(width, 3, 2, name=f"transition{s - 1}_{b}")(xs[-1], train))
+                elif xs[b].shape[-1] != width:  # an existing branch changes width
+                    new.append(conv_bn(width, 3, 1, name=f"transition{s - 1}_{b}")(xs[b], train))
+                else:
+                    new.append(xs[b])
+            xs = new
+            for m in range(stage.num_modules):
+                module = HRModule(stage.num_blocks, stage.num_channels, stage.block, se, conv_bn, name=f"stage{s}_{m}")
+                xs = module(xs, train)
+
+        incre = [
+            Bottleneck(planes, se=se, conv_bn=conv_bn, name=f"incre{i}")(y, train)
+            for i, (planes, y) in enumerate(zip(cfg.head_channels, xs))
+        ]
+        feats = {}
+        if want_features:
+            n, h, w, _ = xs[0].shape
+            ups = [xs[0]] + [jax.image.resize(y, (n, h, w, y.shape[-1]), "bilinear") for y in xs[1:]]
+            feats = {
+                "stem": stem,
+                **{f"branch{b}": y for b, y in enumerate(xs)},
+                **{f"incre{i}": y for i, y in enumerate(incre)},
+                "hrnetv2": jnp.concatenate(ups, axis=-1),
+            }
+        if self.features_only:
+            return feats
+
+        y = incre[0]
+        for i in range(1, len(incre)):
+            down = conv_bn(incre[i].shape[-1], 3, 2, conv_bias=cfg.head_conv_bias, name=f"downsamp{i - 1}")
+            y = incre[i] + down(y, train)
+        y = conv_bn(cfg.num_features, 1, conv_bias=cfg.head_conv_bias, name="final")(y, train)
+        pooled = jnp.mean(y, axis=(1, 2))
+        out = pooled
+        if self.num_classes:
+            dense = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier")
+            out = dense(pooled)
+        out = jnp.asarray(out, jnp.float32)
+        if return_features:
+            return {**feats, "pre_logits": pooled, "logits": out}
+        return out

@@ -1,0 +1,62 @@
+"""Variants by name: `list_models` and `create_model`."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+import jax.numpy as jnp
+
+from hrnet_flax.config import ARCHS, HRNetConfig
+from hrnet_flax.model import HRNet
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of all variants (optionally filtered by an fnmatch pattern)."""
+    import fnmatch
+
+    return sorted(n for n in ARCHS if fnmatch.fnmatch(n, pattern.lower()))
+
+
+def canonical_name(name: str) -> str:
+    """Lower-cased variant name without a pretrained tag; raises with close names if unknown."""
+    base = name.strip().lower().split(".", 1)[0]
+    if base not in ARCHS:
+        close = difflib.get_close_matches(base, ARCHS, n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown HRNet variant {name!r}{hint} (all: {', '.join(list_models())})")
+    return base
+
+
+def get_config(name: str) -> HRNetConfig:
+    return ARCHS[canonical_name(name)]
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    **overrides: Any,
+) -> HRNet:
+    """An `HRNet` module for a named variant (case-insensitive, e.g. `HRNet_W18_C`).
+
+    `overrides` may name any `HRNet` field (`axis_name`, `features_only`, `bn_momentum`, ...)
+    or any `HRNetConfig` field (`head_conv_bias`, `se`, ...).
+    """
+    config = get_config(name)
+    config_fields = {f.name for f in dataclasses.fields(HRNetConfig)}
+    module_fields = {f.name for f in dataclasses.fields(HRNet)} - {"config", "parent", "name"}
+    unknown = set(overrides) - config_fields - module_fields
+    if unknown:
+        raise TypeError(
+            f"create_model({name!r}) got unknown option(s) {sorted(unknown)}; "
+            f"valid: {sorted((config_fields | module_fields) - {'num_classes', 'dtype', 'param_dtype'})}"
+        )
+    config_overrides = {k: v for k, v in overrides.items() if k in config_fields}
+    if config_overrides:
+        config = dataclasses.replace(config, **config_overrides)
+    module_overrides = {k: v for k, v in overrides.items() if k in module_fields}
+    return HRNet(config, num_classes=num_classes, dtype=dtype, param_dtype=param_dtype, **module_overrides)

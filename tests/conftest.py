@@ -1,0 +1,20 @@
+"""Shared test setup: the persistent compilation cache and the reference environments."""
+
+import os
+import pathlib
+
+import pytest
+
+from hrnet_flax.compilation_cache import enable_compilation_cache
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+enable_compilation_cache()
+
+
+@pytest.fixture(scope="session")
+def paddle_python() -> str:
+    """The interpreter of the PaddleClas reference environment (setup.sh --test makes it)."""
+    path = pathlib.Path(os.environ.get("HRNET_PADDLE_PYTHON", ROOT / ".venv-paddle" / "bin" / "python"))
+    if not path.exists():
+        pytest.fail(f"PaddleClas reference environment missing: {path}; run `bash setup.sh --test`")
+    return str(path)
