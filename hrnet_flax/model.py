@@ -10,7 +10,8 @@ convolution lives in a `ConvBN` (children `conv` and `bn`), blocks are named
 from __future__ import annotations
 
 import functools
-from typing import Any
+import math
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -21,8 +22,21 @@ from hrnet_flax.config import EXPANSION, HRNetConfig
 Dtype = Any
 ModuleDef = Any
 
-# timm / official init: kaiming normal, fan_out, relu gain.
-CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def scaled_normal(std: Callable[[tuple[int, ...]], float]) -> Callable:
+    """An initializer `normal * std(shape)`; `std` is kept so `init_variables` can batch it."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.normal(key, shape, dtype) * jnp.asarray(std(shape), dtype)
+
+    init.std = std
+    return init
+
+
+# Convs: He normal over fan_out (timm/official); dense: the variance of PyTorch's Linear default.
+CONV_INIT = scaled_normal(lambda shape: math.sqrt(2.0 / (shape[0] * shape[1] * shape[3])))
+DENSE_INIT = scaled_normal(lambda shape: math.sqrt(1.0 / (3.0 * shape[0])))
 SIZE_MULTIPLE = 32
 
 
@@ -76,7 +90,7 @@ class SqueezeExcite(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         channels = x.shape[-1]
-        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=DENSE_INIT)
         s = jnp.mean(x, axis=(1, 2), keepdims=True)
         s = nn.relu(dense(int(channels / self.reduction), name="squeeze")(s))
         s = nn.sigmoid(dense(channels, name="excite")(s))
@@ -261,7 +275,9 @@ class HRNet(nn.Module):
         pooled = jnp.mean(y, axis=(1, 2))
         out = pooled
         if self.num_classes:
-            dense = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier")
+            dense = nn.Dense(
+                self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=DENSE_INIT, name="classifier"
+            )
             out = dense(pooled)
         out = jnp.asarray(out, jnp.float32)
         if return_features:
