@@ -39,12 +39,12 @@ def run_forward(args) -> int:
     import jax
     import jax.numpy as jnp
 
-    from hrnet_flax import create_model
+    from hrnet_flax import create_model, init_variables
 
     model = create_model(args.name, dtype=jnp.dtype(args.dtype))
     images = jax.random.normal(jax.random.key(0), (args.batch_size, args.size, args.size, 3))
     start = time.perf_counter()
-    variables = jax.jit(model.init)(jax.random.key(1), images[:1])
+    variables = init_variables(model, jax.random.key(1))
     logits = jax.jit(model.apply)(variables, images)
     logits.block_until_ready()
     print(
@@ -54,7 +54,76 @@ def run_forward(args) -> int:
     return 0
 
 
-COMMANDS = [add_info, add_forward]
+def add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert a checkpoint (PaddleClas, timm/official, mmpretrain, ours)")
+    p.add_argument("src", help="checkpoint file, http(s) URL or registered pretrained name")
+    p.add_argument("dst", help="output .safetensors file (written atomically)")
+    p.add_argument("--arch", help="expected variant (default: detected from the checkpoint)")
+    p.add_argument("--num-classes", type=int, help="re-initialise the classifier for this many classes")
+    p.add_argument("--to", choices=["flax", "timm"], default="flax", help="our format, or a timm state dict")
+    p.set_defaults(run=run_convert)
+
+
+def run_convert(args) -> int:
+    from hrnet_flax.convert import convert
+
+    arch = convert(args.src, args.dst, arch=args.arch, num_classes=args.num_classes, to=args.to)
+    print(f"{args.src} -> {args.dst} ({arch}, {args.to} layout)")
+    return 0
+
+
+def _add_model_args(p) -> None:
+    p.add_argument("--model", required=True, help="weights: registered name, file or URL (see load_pretrained)")
+    p.add_argument("--arch", help="variant name, when it cannot be read from the weights")
+    p.add_argument("--num-classes", type=int, help="classifier size (default: the checkpoint's)")
+    p.add_argument("--preset", help="evaluation preprocessing: paddle, timm, timm_095, ... (default: the weight's own)")
+    p.add_argument("--size", type=int, help="input side (a multiple of 32; keeps the preset's crop fraction)")
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="exact top-1/top-5 on ImageNet (tfds) or an image folder; prints one JSON line")
+    _add_model_args(p)
+    p.add_argument("--data-dir", required=True, help="tfds data_dir holding imagenet2012, or an image folder root")
+    p.add_argument("--manual-dir", help="folder with ILSVRC2012_img_train.tar / ILSVRC2012_img_val.tar to prepare from")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.set_defaults(run=lambda args: __import__("hrnet_flax.evaluate", fromlist=["run_cli"]).run_cli(args))
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="top-5 ImageNet classes with probabilities for image files")
+    _add_model_args(p)
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(run=lambda args: __import__("hrnet_flax.predict", fromlist=["run_cli"]).run_cli(args))
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train hrnet_w18_small on the bundled handwritten digits (no download)")
+    p.add_argument("--workdir", help="checkpoints and metrics (default: a new temporary folder)")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. epochs=2 global_batch_size=32"
+    )
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args) -> int:
+    import tempfile
+    import time
+
+    from hrnet_flax.demo_data import demo_config
+    from hrnet_flax.train import summary_line, train_and_evaluate
+    from hrnet_flax.train_config import apply_overrides
+
+    config = apply_overrides(demo_config(), args.set)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="hrnet_flax_demo_")
+    start = time.perf_counter()
+    result = train_and_evaluate(config, workdir)
+    print(summary_line(config, result, workdir, time.perf_counter() - start))
+    return 0
+
+
+COMMANDS = [add_info, add_forward, add_convert, add_demo, add_eval, add_predict]
 
 
 def main(argv: list[str] | None = None) -> int:
