@@ -53,6 +53,7 @@ class ConvBN(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     axis_name: str | None = None
+    folded: bool = False  # BatchNorm folded into the conv (see `fold_batchnorm`): inference only
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -62,12 +63,14 @@ class ConvBN(nn.Module):
             (self.kernel, self.kernel),
             (self.stride, self.stride),
             padding=((pad, pad), (pad, pad)),
-            use_bias=self.conv_bias,
+            use_bias=self.conv_bias or self.folded,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=CONV_INIT,
             name="conv",
         )(x)
+        if self.folded:
+            return nn.relu(x) if self.act else x
         x = nn.BatchNorm(
             use_running_average=not train,
             momentum=self.bn_momentum,
@@ -211,10 +214,14 @@ class HRNet(nn.Module):
     bn_epsilon: float = 1e-5
     axis_name: str | None = None
     features_only: bool = False
+    fold_bn: bool = False  # inference model whose BatchNorms are folded into the convs
+    remat: bool = False  # recompute each stage-1 block and HR module in the backward pass (memory)
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False, *, return_features: bool = False):
         check_image_size(images.shape)
+        if train and self.fold_bn:
+            raise ValueError("a model with fold_bn=True has no BatchNorm to train; create it without fold_bn")
         cfg = self.config
         want_features = return_features or self.features_only
         conv_bn = functools.partial(
@@ -224,7 +231,10 @@ class HRNet(nn.Module):
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
             axis_name=self.axis_name,
+            folded=self.fold_bn,
         )
+        wrap = functools.partial(nn.remat, static_argnums=(2,)) if self.remat else (lambda cls: cls)
+        block1, hr_module = wrap(BLOCKS[cfg.stages[0].block]), wrap(HRModule)
         se = functools.partial(SqueezeExcite, dtype=self.dtype, param_dtype=self.param_dtype) if cfg.se else None
 
         x = jnp.asarray(images, self.dtype)
@@ -234,7 +244,7 @@ class HRNet(nn.Module):
         s1 = cfg.stages[0]
         x = stem
         for k in range(s1.num_blocks[0]):
-            x = BLOCKS[s1.block](s1.num_channels[0], se=se, conv_bn=conv_bn, name=f"layer1_{k}")(x, train)
+            x = block1(s1.num_channels[0], se=se, conv_bn=conv_bn, name=f"layer1_{k}")(x, train)
         xs = [x]
         for s, stage in enumerate(cfg.stages[1:], start=2):
             new = []
@@ -247,7 +257,7 @@ class HRNet(nn.Module):
                     new.append(xs[b])
             xs = new
             for m in range(stage.num_modules):
-                module = HRModule(stage.num_blocks, stage.num_channels, stage.block, se, conv_bn, name=f"stage{s}_{m}")
+                module = hr_module(stage.num_blocks, stage.num_channels, stage.block, se, conv_bn, name=f"stage{s}_{m}")
                 xs = module(xs, train)
 
         incre = [
