@@ -1,0 +1,51 @@
+"""Helpers shared by the converter tests: random reference weights and logit comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hrnet_flax.config import ARCHS
+from hrnet_flax.convert import ref_shape
+from hrnet_flax.layouts import key_table
+
+TOLERANCE = 1e-4
+
+
+def assert_logits_match(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
+    """Relative max error < 1e-4, both raw and after removing the per-class batch mean
+    (so a model whose output ignores its input cannot pass)."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, f"{what}: shapes {ours.shape} vs {ref.shape}"
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    oc, rc = ours - ours.mean(0), ref - ref.mean(0)
+    assert np.abs(rc).max() > 1e-3 * np.abs(ref).max(), f"{what}: reference logits barely depend on the input"
+    err_c = np.abs(oc - rc).max() / np.abs(rc).max()
+    assert err < TOLERANCE and err_c < TOLERANCE, f"{what}: relative error {err:.2e}, centred {err_c:.2e}"
+
+
+def randomize_torch_bn(model, seed: int = 0) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, and random conv biases."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                mod.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                mod.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                mod.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+            elif isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod.bias is not None:
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.1)
+
+
+def synthetic_state_dict(arch: str, layout: str, num_classes: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random arrays with every key and shape of `arch` in `layout` (no framework needed)."""
+    rng = np.random.default_rng(seed)
+    out = {leaf.key: rng.normal(size=ref_shape(leaf)).astype(np.float32) for leaf in key_table(ARCHS[arch], num_classes, layout)}
+    return out
+
+
+def images(batch: int = 2, size: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(batch, size, size, 3)).astype(np.float32)
