@@ -1,0 +1,64 @@
+"""Optimizer, learning-rate schedule and loss from a `TrainConfig`."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hrnet_flax.train_config import TrainConfig
+
+
+def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
+    """The lr at each step: linear warmup from 0, then piecewise-constant, cosine or constant."""
+    steps_per_epoch = config.steps_per_epoch()
+    total = config.num_steps()
+    peak = config.peak_lr()
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if config.schedule == "piecewise":
+        boundaries = {int(round(e * steps_per_epoch)) - warmup: config.decay_factor for e in config.decay_epochs}
+        if any(b <= 0 for b in boundaries):
+            raise ValueError(f"config.decay_epochs {config.decay_epochs} must all come after the warmup ({config.warmup_epochs} epochs)")
+        main = optax.piecewise_constant_schedule(peak, boundaries)
+    elif config.schedule == "cosine":
+        main = optax.cosine_decay_schedule(peak, max(1, total - warmup))
+    elif config.schedule == "constant":
+        main = optax.constant_schedule(peak)
+    else:
+        raise ValueError(f"config.schedule={config.schedule!r}: must be piecewise, cosine or constant")
+    if warmup <= 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def weight_decay_mask(params):
+    """True for conv/dense kernels (ndim > 1): `weight_decay_on="kernels"` decays only these."""
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """SGD with (Nesterov) momentum and coupled L2 or decoupled weight decay.
+
+    Coupled L2 (PaddleClas `L2Decay`): `grad += wd * param` before momentum. Decoupled:
+    `param -= lr * wd * param` beside the momentum update (SGDW).
+    """
+    schedule = learning_rate_schedule(config)
+    mask = None if config.weight_decay_on == "all" else weight_decay_mask
+    decay = optax.add_decayed_weights(config.weight_decay, mask) if config.weight_decay else optax.identity()
+    momentum = optax.trace(decay=config.momentum, nesterov=config.nesterov) if config.momentum else optax.identity()
+    if config.weight_decay_mode == "l2":
+        parts = [decay, momentum]
+    elif config.weight_decay_mode == "decoupled":
+        parts = [momentum, decay]
+    else:
+        raise ValueError(f"config.weight_decay_mode={config.weight_decay_mode!r}: must be l2 or decoupled")
+    return optax.chain(*parts, optax.scale_by_learning_rate(schedule))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy with integer labels and optional label smoothing."""
+    num_classes = logits.shape[-1]
+    targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)

@@ -1,0 +1,166 @@
+"""The training configuration: one dataclass, plus `key=value` overrides from the command line."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import pathlib
+import types
+import typing
+from typing import Any
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; `experiments/configs/*.py` return one from `get_config()`."""
+
+    # Model: any `create_model` name; `model_overrides` go to `create_model` (e.g. narrower stages).
+    model: str = "hrnet_w18_c"
+    num_classes: int = 1000
+    model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dtype: str = "bfloat16"  # compute dtype; parameters and BatchNorm statistics stay float32
+    pretrained: str | None = None  # a `load_pretrained` name or file to start from (fine-tuning)
+
+    # Data: "digits" (the embedded demo) or a path `hrnet_flax.data` reads: a tfds data_dir
+    # holding imagenet2012 (prepared from the tars in `manual_dir` if needed) or an image folder.
+    dataset: str = ""
+    manual_dir: str | None = None
+    train_examples: int | None = None  # defines an epoch; None: counted from the dataset
+    eval_preset: str = "paddle"  # `hrnet_flax.data.eval_dataset` preset: resize 256, center crop 224
+    image_size: int = 224
+    eval_image_size: int = 224
+    global_batch_size: int = 256  # over all devices of all processes
+    eval_batch_size: int = 256  # global
+
+    # Optimizer: SGD with momentum; lr = base_lr * global_batch_size / base_batch_size.
+    base_lr: float = 0.1
+    base_batch_size: int = 256
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    weight_decay_mode: str = "l2"  # "l2": coupled, added to the gradient; "decoupled": p -= lr*wd*p
+    weight_decay_on: str = "all"  # "all" parameters (PaddleClas) or "kernels" (conv/dense kernels only)
+    label_smoothing: float = 0.0
+    ema_decay: float | None = None  # e.g. 0.9998: keep an EMA of params and BatchNorm statistics
+
+    # Schedule, in epochs (converted to steps with train_examples / global_batch_size).
+    epochs: float = 120
+    schedule: str = "piecewise"  # "piecewise", "cosine" or "constant"
+    decay_epochs: tuple[float, ...] = (30, 60, 90)  # piecewise: multiply by decay_factor at each
+    decay_factor: float = 0.1
+    warmup_epochs: float = 0.0  # linear warmup from 0 to the peak lr
+    total_steps: int | None = None  # overrides epochs when set (tests, smoke runs)
+
+    # Bookkeeping.
+    seed: int = 0
+    log_every_steps: int = 100
+    eval_every_steps: int | None = None  # None: once per epoch
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 3
+    progress_bar: bool = True
+
+    def steps_per_epoch(self) -> int:
+        if self.train_examples is None:
+            raise ValueError("config.train_examples is None: resolve it from the dataset first (train.resolve_config)")
+        return max(1, self.train_examples // self.global_batch_size)
+
+    def num_steps(self) -> int:
+        return self.total_steps if self.total_steps is not None else int(round(self.epochs * self.steps_per_epoch()))
+
+    def peak_lr(self) -> float:
+        return self.base_lr * self.global_batch_size / self.base_batch_size
+
+    def validate(self) -> None:
+        choices = {
+            "dtype": ("float32", "bfloat16"),
+            "weight_decay_mode": ("l2", "decoupled"),
+            "weight_decay_on": ("all", "kernels"),
+            "schedule": ("piecewise", "cosine", "constant"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"config.{key}={getattr(self, key)!r}: must be one of {allowed}")
+        if not self.dataset:
+            raise ValueError(
+                "config.dataset is empty: pass --config.dataset=PATH (a tfds data_dir with imagenet2012, "
+                "or an image folder <class>/<image>), or 'digits' for the embedded demo"
+            )
+        if self.num_classes <= 0:
+            raise ValueError(f"config.num_classes={self.num_classes}: set it to the number of classes of the dataset")
+        if self.global_batch_size <= 0 or self.eval_batch_size <= 0:
+            raise ValueError("config.global_batch_size and config.eval_batch_size must be positive")
+        if self.image_size % 32 or self.eval_image_size % 32:
+            raise ValueError(f"config.image_size/eval_image_size must be multiples of 32 (got {self.image_size}, {self.eval_image_size})")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"config.ema_decay={self.ema_decay} must be in (0, 1) or None")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"config.label_smoothing={self.label_smoothing} must be in [0, 1)")
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    """`text` as a Python literal when it is one (numbers, tuples, None, dicts), else as a string,
+    checked against the field's type annotation."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(annotation) if union else (annotation,)
+    allowed = tuple(typing.get_origin(t) or t for t in allowed)
+    if bool in allowed and isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tuple in allowed and isinstance(value, (list, int, float)):
+        value = tuple(value) if isinstance(value, list) else (value,)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, (int, float)) and str in allowed and not isinstance(value, bool) and float not in allowed:
+        value = text  # a path or name that happens to look like a number
+    if annotation is Any or isinstance(value, allowed):
+        if not (isinstance(value, bool) and bool not in allowed and annotation is not Any):
+            return value
+    names = ", ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ValueError(f"config.{key}: cannot use {text!r} for a value of type {names}")
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """A copy of `config` with `key=value` overrides (`lr`-style keys; `model_overrides.k=v` nests)."""
+    config = dataclasses.replace(config, model_overrides=dict(config.model_overrides))
+    hints = typing.get_type_hints(TrainConfig)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip().removeprefix("--").removeprefix("config.")
+        if not sep:
+            raise ValueError(f"config override {item!r} must look like key=value")
+        if key.startswith("model_overrides."):
+            sub = key.split(".", 1)[1]
+            config.model_overrides[sub] = _parse_value(text, Any, key)
+            continue
+        if key not in hints:
+            raise ValueError(f"config override {item!r}: unknown key {key!r}; valid keys: {', '.join(sorted(hints))}")
+        setattr(config, key, _parse_value(text, hints[key], key))
+    config.validate()
+    return config
+
+
+def load_config(spec: str | pathlib.Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Run `get_config()` of a config file and apply `overrides`.
+
+    `spec` is `path.py` or `path.py:ARG` (then `get_config(ARG)`, e.g. the variant name).
+    """
+    text = str(spec)
+    path_text, _, arg = text.partition(":") if text.count(":") == 1 and not pathlib.Path(text).exists() else (text, "", "")
+    path = pathlib.Path(path_text)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location(f"hrnet_flax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path} has no get_config() function")
+    config = module.get_config(arg) if arg else module.get_config()
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"{path}: get_config() must return a TrainConfig, got {type(config).__name__}")
+    return apply_overrides(config, overrides or [])

@@ -1,0 +1,104 @@
+"""Subprocess side of the multi-device tests (XLA_FLAGS must be set before jax is imported).
+
+    python tests/train_worker.py equivalence OUT.npz
+    python tests/train_worker.py train WORKDIR OUT.npz [PROCESS_ID NUM_PROCESSES PORT]
+"""
+
+import os
+import sys
+
+MODE = sys.argv[1]
+
+
+def small_config():
+    """The demo's model and data at global batch 8, three steps."""
+    from hrnet_flax.demo_data import demo_config
+    from hrnet_flax.train_config import apply_overrides
+
+    return apply_overrides(
+        demo_config(),
+        ["global_batch_size=8", "eval_batch_size=8", "total_steps=3", "train_examples=64", "warmup_epochs=0",
+         "checkpoint_every_steps=2", "log_every_steps=1", "eval_every_steps=100", "progress_bar=False"]
+        + os.environ.get("TRAIN_WORKER_OVERRIDES", "").split(),
+    )
+
+
+def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> None:
+    import jax
+
+    if distributed:
+        process_id, num_processes, port = distributed
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id)
+    import numpy as np
+    from jax.sharding import PartitionSpec as P
+
+    from hrnet_flax.initialization import init_variables
+    from hrnet_flax.train import AXIS, build_model, data_parallel, global_batch, loss_and_grads, make_mesh
+
+    assert jax.device_count() == 4, jax.devices()
+    counts = (4,) if distributed else (1, 4)
+    cfg = small_config()
+    model = build_model(cfg)
+    variables = init_variables(build_model(cfg, axis_name=None), jax.random.key(1), (1, 32, 32, 3))
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
+        "label": rng.integers(0, 10, 8).astype(np.int32),
+        "mask": np.ones(8, bool),
+    }
+    results = {}
+    for n in counts:
+        mesh = make_mesh(jax.devices()[:n])
+        fn = data_parallel(lambda p, s, b: loss_and_grads(p, s, b, model=model), mesh, (P(), P(), P(AXIS)), P())
+        local = batch
+        if distributed:
+            rows = slice(jax.process_index() * 4, jax.process_index() * 4 + 4)
+            local = {k: v[rows] for k, v in batch.items()}
+        loss, acc, grads, stats = fn(variables["params"], variables["batch_stats"], global_batch(local, mesh))
+        flat = {"loss": loss, "accuracy": acc}
+        for prefix, tree in (("grad", grads), ("stats", stats)):
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+                flat[prefix + jax.tree_util.keystr(path)] = leaf
+        results.update({f"{n}:{k}": np.asarray(v) for k, v in flat.items()})
+    np.savez(out, **results)
+
+
+def train(workdir: str, out: str, process_id: int | None = None, num_processes: int | None = None, port: int | None = None) -> None:
+    import jax
+
+    if num_processes:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id)
+    import numpy as np
+
+    from hrnet_flax.train import train_and_evaluate
+
+    from hrnet_flax.train import initial_variables
+
+    init = initial_variables(small_config())
+    result = train_and_evaluate(small_config(), workdir)
+    params = jax.tree_util.tree_leaves_with_path(jax.device_get(result.state.params))
+    stats = jax.tree_util.tree_leaves_with_path(jax.device_get(result.state.batch_stats))
+    arrays = {"p" + jax.tree_util.keystr(k): np.asarray(v) for k, v in params}
+    arrays.update({"s" + jax.tree_util.keystr(k): np.asarray(v) for k, v in stats})
+    for prefix, tree in (("init_p", init["params"]), ("init_s", init["batch_stats"])):
+        arrays.update({prefix + jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)})
+    arrays["step"] = np.asarray(result.step)
+    arrays["eval_top1"] = np.asarray(result.eval["top1"])
+    arrays["eval_count"] = np.asarray(result.eval["count"])
+    if jax.process_index() == 0 or process_id is not None:
+        np.savez(out, **arrays)
+
+
+if __name__ == "__main__":
+    from hrnet_flax.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+    if MODE == "equivalence":
+        equivalence(sys.argv[2], tuple(int(x) for x in sys.argv[3:6]) if len(sys.argv) > 3 else None)
+    elif MODE == "train":
+        extra = [int(x) for x in sys.argv[4:7]] if len(sys.argv) > 4 else []
+        train(sys.argv[2], sys.argv[3], *extra)
+    else:
+        raise SystemExit(f"unknown mode {MODE!r}")
