@@ -56,6 +56,18 @@ def summarize(sums: dict[str, float], unreadable: int = 0) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=8)
+def _eval_step(model: Any, replicated: NamedSharding):
+    """The jitted per-batch sums for `model`, built once per model (evaluations during training reuse it)."""
+
+    @functools.partial(jax.jit, out_shardings=replicated)
+    def step(variables, images, labels, mask):
+        logits = model.apply(variables, images, train=False)
+        return batch_sums(logits, labels, mask)
+
+    return step
+
+
 def evaluate(
     model: Any,
     variables: Any,
@@ -74,12 +86,7 @@ def evaluate(
     rows = NamedSharding(mesh, PartitionSpec("batch"))
     replicated = NamedSharding(mesh, PartitionSpec())
     variables = jax.device_put(variables, replicated)
-
-    @functools.partial(jax.jit, out_shardings=replicated)
-    def step(variables, images, labels, mask):
-        logits = model.apply(variables, images, train=False)
-        return batch_sums(logits, labels, mask)
-
+    step = _eval_step(model, replicated)
     totals = dict.fromkeys(SUMS, 0)
     totals["loss_sum"] = 0.0
     iterator = batches
