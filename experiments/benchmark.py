@@ -46,7 +46,7 @@ def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool) ->
     """A no-argument callable running one step, its compile time, and XLA's memory figures."""
     compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     model = hf.create_model(name, dtype=compute, fold_bn=fold and task == "infer")
-    variables = hf.init_variables(model if not fold else hf.create_model(name), jax.random.key(0))
+    variables = hf.init_variables(hf.create_model(name), jax.random.key(0))  # float32, unfolded
     images = jax.random.normal(jax.random.key(1), (batch, size, size, 3), jnp.float32)
     if task == "infer":
         if fold:
