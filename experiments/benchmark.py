@@ -3,14 +3,17 @@
 Measures, per variant: inference latency at batch 1 (the seed's table: 224 crop), inference
 throughput at a larger batch, training-step throughput (forward, backward, SGD update) and
 memory; compilation / warm-up is timed separately; every figure is the median of `--repeats`
-timed calls, ours and timm's interleaved call by call so machine noise hits both alike.
+timed samples (each `--inner` calls, synchronised after every call), ours and timm's interleaved
+sample by sample so machine noise hits both alike.
 
-    # these 2-core CPU machines (about 15 minutes for W18; nothing else may run meanwhile)
+    # these 2-core CPU machines (about 15 minutes for W18; nothing else may run meanwhile);
+    # the `pipeline` task (tf.data rates, needs TensorFlow) runs on CPU machines only
     .venv/bin/python experiments/benchmark.py --variants hrnet_w18 --out experiments/results/cpu.json
-    # a GPU: bf16 compute (timm with AMP) and fp32
+    # a GPU: bf16 compute (timm with AMP) and fp32; experiments/gpu_bench.sh runs the whole GPU set
     python experiments/benchmark.py --variants hrnet_w18 hrnet_w32 hrnet_w48 --dtype bfloat16 --batch 256
 
-Rows: `ours` (jit, BatchNorm folded for inference), `ours-bn` (jit, unfolded), `timm` (eager NCHW),
+Rows: `ours` (jit; for inference BatchNorm folded and identical layers scanned, `scan=True`; the
+train step is the plain model), `ours-bn` (jit, the plain model as trained), `timm` (eager NCHW),
 `timm-cl` (eager channels-last) and, with `--torch-compile`, `timm-compile`. Ratios are
 throughput(ours) / throughput(timm's best eager row): above 1 means we are faster.
 """
@@ -26,13 +29,16 @@ import sys
 import time
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+# JAX and PyTorch share one GPU here: JAX must not take 75% of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
 
-import hrnet_flax as hf
-from hrnet_flax.compilation_cache import enable_compilation_cache
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import hrnet_flax as hf  # noqa: E402
+from hrnet_flax.compilation_cache import enable_compilation_cache  # noqa: E402
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -42,15 +48,16 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 # ----------------------------------------------------------------------------- ours (JAX)
-def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool) -> tuple[Callable, float, dict]:
+def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool, scan: bool = True) -> tuple[Callable, float, dict]:
     """A no-argument callable running one step, its compile time, and XLA's memory figures."""
     compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    model = hf.create_model(name, dtype=compute, fold_bn=fold and task == "infer")
+    fast = fold and task == "infer"  # the inference model: BatchNorm folded, identical layers scanned
+    model = hf.create_model(name, dtype=compute, fold_bn=fast, scan=fast and scan)
     variables = hf.init_variables(hf.create_model(name), jax.random.key(0))  # float32, unfolded
     images = jax.random.normal(jax.random.key(1), (batch, size, size, 3), jnp.float32)
     if task == "infer":
-        if fold:
-            variables = hf.fold_batchnorm(variables)
+        if fast:
+            variables = hf.fold_batchnorm(hf.stack_variables(variables) if model.scan else variables)
         compiled = jax.jit(model.apply).lower(variables, images)
         start = time.perf_counter()
         compiled = compiled.compile()
@@ -97,11 +104,12 @@ def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool) ->
 
 
 # ----------------------------------------------------------------------------- timm (PyTorch)
-def reference(name: str, batch: int, size: int, dtype: str, task: str, layout: str) -> tuple[Callable, float]:
+def reference(name: str, batch: int, size: int, dtype: str, task: str, layout: str) -> tuple[Callable, float, dict]:
     import timm
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True  # timm's own training scripts autotune convolutions too
     model = timm.create_model(name, pretrained=False).to(device)
     fmt = torch.channels_last if layout in ("cl", "compile") else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -130,20 +138,54 @@ def reference(name: str, batch: int, size: int, dtype: str, task: str, layout: s
             opt.step()
             sync()
 
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     warm = _timed(run)  # first call: torch.compile's compilation, cudnn autotuning
-    return run, warm
+    memory = {"peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device == "cuda" else {}
+    return run, warm, memory
+
+
+# ----------------------------------------------------------------------------- input pipeline
+def pipeline_rates(size: int, batch: int, images: int = 256, seconds: float = 20.0) -> dict:
+    """Images/s of the tf.data pipelines (train augmentation; eval resize + crop) on a folder of
+    ImageNet-sized JPEGs (500x375, smooth random content), and per CPU core."""
+    import tempfile
+
+    from PIL import Image
+
+    from hrnet_flax.data import eval_dataset, train_dataset
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as root:
+        for i in range(images):
+            os.makedirs(f"{root}/class{i % 4}", exist_ok=True)
+            small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # upscaled: JPEG-typical content
+            Image.fromarray(small).resize((500, 375), Image.BILINEAR).save(f"{root}/class{i % 4}/{i}.jpg", quality=90)
+        out = {}
+        train = train_dataset(root, batch_size_per_process=batch, image_size=size)
+        next(train)  # start-up: file listing, graph building, first shuffle buffer
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            count += len(next(train)["label"])
+        out["train_images_per_s"] = count / (time.perf_counter() - start)
+        list(eval_dataset(root, batch_size_per_process=batch, spec="timm", image_size=size))  # warm
+        start = time.perf_counter()
+        count = sum(int(b["mask"].sum()) for b in eval_dataset(root, batch_size_per_process=batch, spec="timm", image_size=size))
+        out["eval_images_per_s"] = count / (time.perf_counter() - start)
+    cores = os.cpu_count() or 1
+    return {**out, "cores": cores, **{k.replace("_s", "_s_per_core"): v / cores for k, v in list(out.items())}}
 
 
 # ----------------------------------------------------------------------------- driver
-def measure(entries: dict[str, Callable], repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each entry, calls interleaved round by round."""
+def measure(entries: dict[str, Callable], repeats: int, warmup: int, inner: int = 1) -> dict[str, float]:
+    """Median seconds per call of each entry over `repeats` samples of `inner` calls, interleaved."""
     for _ in range(warmup):
         for run in entries.values():
             run()
     times = {k: [] for k in entries}
     for _ in range(repeats):
         for key, run in entries.items():
-            times[key].append(_timed(run))
+            times[key].append(_timed(lambda: [run() for _ in range(inner)]) / inner)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -155,17 +197,18 @@ def bench(args) -> list[dict]:
             for task, batch in cases:
                 entries, setup = {}, {}
                 for key, fold in (("ours", True), ("ours-bn", False)):
-                    if key == "ours-bn" and task == "train":
+                    if key == "ours-bn" and (task == "train" or args.no_unfolded):
                         continue
-                    run, compile_s, memory = ours(name, batch, size, args.dtype, "train" if task == "train" else "infer", fold)
+                    kind = "train" if task == "train" else "infer"
+                    run, compile_s, memory = ours(name, batch, size, args.dtype, kind, fold, not args.no_scan)
                     entries[key], setup[key] = run, {"compile_s": compile_s, **memory}
                 if not args.no_timm:
                     layouts = ["nchw", "cl"] + (["compile"] if args.torch_compile else [])
                     for layout in layouts:
                         key = {"nchw": "timm", "cl": "timm-cl", "compile": "timm-compile"}[layout]
-                        run, warm = reference(name, batch, size, args.dtype, "train" if task == "train" else "infer", layout)
-                        entries[key], setup[key] = run, {"warmup_s": warm}
-                seconds = measure(entries, args.repeats, args.warmup)
+                        run, warm, memory = reference(name, batch, size, args.dtype, "train" if task == "train" else "infer", layout)
+                        entries[key], setup[key] = run, {"warmup_s": warm, **memory}
+                seconds = measure(entries, args.repeats, args.warmup, args.inner)
                 row = {"variant": name, "size": size, "task": task, "batch": batch, "dtype": args.dtype}
                 for key, s in seconds.items():
                     row[key] = {"ms_per_step": 1e3 * s, "images_per_s": batch / s, **setup[key]}
@@ -175,7 +218,27 @@ def bench(args) -> list[dict]:
                     row["ratio_vs_best_timm_eager"] = best / seconds["ours"]
                 rows.append(row)
                 print(format_row(row), flush=True)
+                if args.out:  # after every row, so a run stopped midway keeps what it measured
+                    write_json(args.out, args, rows)
+    if "pipeline" in args.tasks:
+        for size in args.sizes:
+            rates = pipeline_rates(size, args.batch, args.pipeline_images, args.pipeline_seconds)
+            row = {"task": "pipeline", "size": size, "batch": args.batch, **rates}
+            rows.append(row)
+            print(format_pipeline(row), flush=True)
     return rows
+
+
+def format_pipeline(row: dict) -> str:
+    return (f"input pipeline {row['size']}px: train augmentation {row['train_images_per_s']:.0f} img/s "
+            f"({row['train_images_per_s_per_core']:.0f} per core), eval preprocessing "
+            f"{row['eval_images_per_s']:.0f} img/s ({row['eval_images_per_s_per_core']:.0f} per core), {row['cores']} cores")
+
+
+def write_json(path: str, args: argparse.Namespace, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"machine": machine(), "args": vars(args), "rows": rows}, f, indent=1)
 
 
 def format_row(row: dict) -> str:
@@ -192,10 +255,10 @@ def format_row(row: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| variant | size | task | batch | ours | ours (BN unfolded) | timm | timm channels-last | ours / best timm | compile (s) |",
+        "| variant | size | task | batch | ours | ours (plain model) | timm | timm channels-last | ours / best timm | compile (s) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in [r for r in rows if r["task"] != "pipeline"]:
         unit = (lambda e: f"{e['ms_per_step']:.1f} ms") if r["batch"] == 1 else (lambda e: f"{e['images_per_s']:.2f} img/s")
         cell = lambda k: unit(r[k]) if k in r else "-"  # noqa: E731
         ratio = f"{r['ratio_vs_best_timm_eager']:.2f}x" if "ratio_vs_best_timm_eager" in r else "-"
@@ -203,7 +266,8 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['variant']} | {r['size']} | {r['task']} | {r['batch']} | {cell('ours')} | {cell('ours-bn')} "
             f"| {cell('timm')} | {cell('timm-cl')} | {ratio} | {r['ours']['compile_s']:.0f} |"
         )
-    return "\n".join(lines)
+    lines += ["", *(format_pipeline(r) for r in rows if r["task"] == "pipeline")]
+    return "\n".join(lines).rstrip()
 
 
 def machine() -> dict:
@@ -216,6 +280,8 @@ def machine() -> dict:
         info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name()
+            info["torch_cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        info["jax_default_matmul_precision"] = str(getattr(jax.config, "jax_default_matmul_precision", None))
     except ImportError:
         pass
     return info
@@ -227,15 +293,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[224])
     p.add_argument("--batch", type=int, default=None, help="throughput batch (default: 16 on CPU, 256 on GPU)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--tasks", nargs="+", choices=["latency", "infer", "train"], default=["latency", "infer", "train"])
+    p.add_argument("--tasks", nargs="+", choices=["latency", "infer", "train", "pipeline"],
+                   default=["latency", "infer", "train", "pipeline"])  # fmt: skip
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--inner", type=int, default=None, help="calls per timed sample (default: 1 on CPU, 10 on GPU)")
+    p.add_argument("--no-unfolded", action="store_true", help="skip the BatchNorm-unfolded inference row")
+    p.add_argument("--pipeline-images", type=int, default=256, help="JPEGs in the input-pipeline folder")
+    p.add_argument("--pipeline-seconds", type=float, default=20.0, help="time the training pipeline this long")
+    p.add_argument("--no-scan", action="store_true", help="inference row `ours` without scanned layers")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile (minutes to compile on CPU)")
     p.add_argument("--no-timm", action="store_true", help="ours only")
     p.add_argument("--out", help="write the rows and the machine description as JSON here")
     args = p.parse_args(argv)
     if args.batch is None:
         args.batch = 256 if jax.default_backend() == "gpu" else 16
+    if args.inner is None:
+        args.inner = 10 if jax.default_backend() == "gpu" else 1
     for size in args.sizes:
         hf.model.check_image_size((1, size, size, 3))
     enable_compilation_cache()
@@ -243,9 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown(rows))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump({"machine": machine(), "args": vars(args), "rows": rows}, f, indent=1)
+        write_json(args.out, args, rows)
     return 0
 
 

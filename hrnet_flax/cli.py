@@ -41,7 +41,7 @@ def run_forward(args) -> int:
 
     from hrnet_flax import create_model, init_variables
 
-    model = create_model(args.name, dtype=jnp.dtype(args.dtype))
+    model = create_model(args.name, dtype=jnp.dtype(args.dtype), scan=True)  # inference: compiles faster
     images = jax.random.normal(jax.random.key(0), (args.batch_size, args.size, args.size, 3))
     start = time.perf_counter()
     variables = init_variables(model, jax.random.key(1))

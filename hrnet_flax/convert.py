@@ -212,6 +212,10 @@ def load_checkpoint_file(
     import jax
 
     variables = jax.tree_util.tree_map(jax.numpy.asarray, variables)
+    if model_kwargs.get("scan"):  # identical layers traced once: their parameters stacked
+        from hrnet_flax.stacking import stack_variables
+
+        variables = stack_variables(variables)
     if model_kwargs.get("fold_bn"):  # an inference model with BatchNorm folded into the convs
         from hrnet_flax.fold import fold_batchnorm
 
@@ -257,8 +261,11 @@ def flat_variables(variables: Mapping) -> dict[str, np.ndarray]:
 
 
 def _table_values(variables: Mapping, table: list[Leaf], arch: str) -> dict[str, np.ndarray]:
-    """Our leaves in table order; missing, extra or misshapen variables raise `CheckpointError`."""
-    flat = flat_variables(variables)
+    """Our leaves in table order (stacked `scan=True` variables are unstacked first); missing, extra
+    or misshapen variables raise `CheckpointError`."""
+    from hrnet_flax.stacking import unstack_variables
+
+    flat = flat_variables(unstack_variables(variables))
     expected = {leaf.flax_key for leaf in table}
     missing, extra = sorted(expected - set(flat)), sorted(set(flat) - expected)
     if missing or extra:

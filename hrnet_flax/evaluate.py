@@ -148,7 +148,7 @@ def run_cli(args: Any) -> int:
     batches = eval_dataset(
         source, batch_size_per_process=args.batch_size, spec=spec, image_size=args.size, split=args.split
     )
-    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes)
+    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes, scan=True)
     print(f"evaluating {args.model} on {batches.total_examples} images of {args.data_dir} ({args.split}), "
           f"preprocessing {batches.spec}", file=sys.stderr)
     result = evaluate(model, variables, batches, progress=True)

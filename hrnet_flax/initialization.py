@@ -23,6 +23,10 @@ ONES = ("scale", "var")
 
 def init_variables(model: Any, rng: jax.Array, image_shape: tuple[int, ...] = (1, 32, 32, 3)) -> dict:
     """Variables for `model` ({"params", "batch_stats"}), without compiling its forward pass."""
+    if getattr(model, "scan", False):  # the same draw as the plain model, stacked
+        from hrnet_flax.stacking import stack_variables
+
+        return stack_variables(init_variables(model.clone(scan=False), rng, image_shape))
     abstract = jax.eval_shape(model.init, rng, jax.ShapeDtypeStruct(image_shape, jnp.float32))
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     stds = []

@@ -91,7 +91,7 @@ def run_cli(args: Any) -> int:
     from hrnet_flax.evaluate import default_spec
     from hrnet_flax.pretrained import load_pretrained
 
-    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes)
+    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes, scan=True)
     spec = args.preset or default_spec(args.model)
     results = predict(model, variables, args.images, spec=spec, size=args.size, k=args.top_k)
     for path, best in zip(args.images, results):

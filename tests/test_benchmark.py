@@ -11,14 +11,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_benchmark_runs_and_writes_a_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "experiments" / "benchmark.py"), "--variants", "hrnet_w18_small",
-           "--sizes", "32", "--batch", "2", "--tasks", "infer", "train", "--repeats", "2", "--warmup", "0",
-           "--out", str(out)]  # fmt: skip
+           "--sizes", "32", "--batch", "2", "--tasks", "infer", "train", "pipeline", "--repeats", "2", "--warmup", "0",
+           "--pipeline-images", "16", "--pipeline-seconds", "2", "--out", str(out)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| hrnet_w18_small | 32 | infer | 2 |" in result.stdout
     report = json.loads(out.read_text())
     rows = {r["task"]: r for r in report["rows"]}
-    assert set(rows) == {"infer", "train"}
+    assert set(rows) == {"infer", "train", "pipeline"}
+    pipeline = rows.pop("pipeline")
+    assert pipeline["train_images_per_s"] > 0 and pipeline["eval_images_per_s"] > 0
+    assert "input pipeline 32px: train augmentation" in result.stdout
     for task, row in rows.items():
         for key in ("ours", "timm", "timm-cl"):
             assert row[key]["images_per_s"] > 0, (task, key)

@@ -76,3 +76,69 @@ def test_remat_gives_the_same_loss_and_gradients():
     (l0, g0), (l1, g1) = results
     np.testing.assert_allclose(l0, l1, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g0, g1)
+
+
+def test_scanned_model_matches_the_plain_model_and_its_layout_round_trips(tmp_path):
+    name = "hrnet_w18_small_v2"  # 2 blocks per branch, stages of 1, 3 and 2 modules
+    plain = hf.create_model(name, num_classes=10)
+    scanned = hf.create_model(name, num_classes=10, scan=True)
+    variables = randomised(hf.init_variables(plain, jax.random.key(0)))
+    stacked = hf.stack_variables(variables)
+    shapes = jax.eval_shape(scanned.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(jnp.shape, shapes)
+    assert stacked["params"]["stage3"]["layer"]["branch0"]["layer"]["conv1"]["conv"]["kernel"].shape == (3, 2, 3, 3, 18, 18)
+    assert hf.is_stacked(stacked) and not hf.is_stacked(variables)
+    jax.tree.map(np.testing.assert_array_equal, hf.unstack_variables(stacked), variables)
+    jax.tree.map(np.testing.assert_array_equal, hf.init_variables(scanned, jax.random.key(0)),
+                 hf.stack_variables(hf.init_variables(plain, jax.random.key(0))))  # fmt: skip
+
+    images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+    want = jax.jit(lambda v, x: plain.apply(v, x, return_features=True))(variables, images)
+    got = jax.jit(lambda v, x: scanned.apply(v, x, return_features=True))(stacked, images)
+    folded_model = hf.create_model(name, num_classes=10, scan=True, fold_bn=True)
+    folded = jax.jit(folded_model.apply)(hf.fold_batchnorm(stacked), images)
+    for key in ("stem", "branch3", "hrnetv2", "logits"):
+        scale = float(jnp.abs(want[key]).max())
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5 * scale, err_msg=key)
+    np.testing.assert_allclose(folded, want["logits"], rtol=1e-4, atol=1e-4 * float(jnp.abs(want["logits"]).max()))
+
+    # checkpoints stay canonical: saved from stacked variables, loaded either way
+    path = tmp_path / "w.safetensors"
+    hf.save_checkpoint(path, stacked, arch=name, num_classes=10)
+    model, loaded = hf.load_pretrained(str(path), scan=True)
+    assert model.scan
+    jax.tree.map(np.testing.assert_array_equal, loaded, stacked)
+    _, loaded = hf.load_pretrained(str(path))
+    jax.tree.map(np.testing.assert_array_equal, loaded, variables)
+
+    del variables["params"]["stage3_1"]["branch2_1"]
+    with pytest.raises(ValueError, match=r"cannot stack params/stage3/layer/branch2/layer/conv1/.*: copy \(1, 1\) of the repeated layer is missing"):
+        hf.stack_variables(variables)
+
+
+def test_scanned_model_trains_like_the_plain_model():
+    tiny = dict(TINY, stages=tuple(s.__class__(s.num_modules, s.block, (2,) * len(s.num_blocks), s.num_channels)
+                                   for s in TINY["stages"]))  # fmt: skip
+    images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    labels = jnp.array([1, 3])
+    results = []
+    for scan in (False, True):
+        model = hf.create_model("hrnet_w18_small", num_classes=5, scan=scan, **tiny)
+        variables = randomised(hf.init_variables(model.clone(scan=False), jax.random.key(0)))
+        variables = hf.stack_variables(variables) if scan else variables
+
+        def loss_fn(params, model=model, variables=variables):
+            logits, new = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]}, images, train=True, mutable=["batch_stats"]
+            )
+            return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean(), new
+
+        (loss, new), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+        results.append((loss, hf.unstack_variables({"params": grads, **new})))
+    (l0, g0), (l1, g1) = results
+    np.testing.assert_allclose(l0, l1, rtol=1e-6)
+    assert jax.tree.structure(g0) == jax.tree.structure(g1)  # gradients and new BatchNorm statistics
+    # each leaf to 1e-4 of its own scale, floored where the batch of 2 at 1x1 leaves only rounding noise
+    floor = 1e-3 * max(float(np.abs(a).max()) for a in jax.tree.leaves(g0["params"]))
+    errors = jax.tree.map(lambda a, b: float(np.abs(a - b).max() / max(np.abs(a).max(), floor)), g0, g1)
+    assert max(jax.tree.leaves(errors)) < 1e-4, errors

@@ -2,6 +2,10 @@
 
     python tests/train_worker.py equivalence OUT.npz
     python tests/train_worker.py train WORKDIR OUT.npz [PROCESS_ID NUM_PROCESSES PORT]
+
+`equivalence`: one step's loss, gradients and BatchNorm statistics on one fixed batch.
+`train`: `train_and_evaluate` (four steps on `random_train_dataset`, digits eval); the final
+and the initial parameters and statistics.
 """
 
 import os
@@ -11,16 +15,36 @@ MODE = sys.argv[1]
 
 
 def small_config():
-    """The demo's model and data at global batch 8, three steps."""
+    """The demo's model at global batch 8, four steps of 64x64 train images (digits eval)."""
     from hrnet_flax.demo_data import demo_config
     from hrnet_flax.train_config import apply_overrides
 
     return apply_overrides(
         demo_config(),
-        ["global_batch_size=8", "eval_batch_size=8", "total_steps=3", "train_examples=64", "warmup_epochs=0",
-         "checkpoint_every_steps=2", "log_every_steps=1", "eval_every_steps=100", "progress_bar=False"]
+        ["global_batch_size=8", "eval_batch_size=8", "total_steps=4", "train_examples=64", "warmup_epochs=0",
+         "image_size=64", "base_lr=0.002", "checkpoint_every_steps=2", "log_every_steps=1", "eval_every_steps=100",
+         "progress_bar=False"]
         + os.environ.get("TRAIN_WORKER_OVERRIDES", "").split(),
     )
+
+
+def random_train_dataset(*, batch_size_per_process: int, image_size: int, seed: int = 0, start_step: int = 0):
+    """Stands in for `demo_data.train_dataset`: step `s` is the global batch of seeded normal
+    noise images and labels `rng([seed, s])`, each process taking its consecutive rows."""
+    import jax
+    import numpy as np
+
+    from hrnet_flax.demo_data import NUM_CLASSES
+
+    rows = slice(jax.process_index() * batch_size_per_process, (jax.process_index() + 1) * batch_size_per_process)
+    step = start_step
+    while True:
+        rng = np.random.default_rng([seed, step])
+        n = batch_size_per_process * jax.process_count()
+        images = rng.normal(size=(n, image_size, image_size, 3)).astype(np.float32)
+        labels = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+        yield {"image": images[rows], "label": labels[rows], "mask": np.ones(batch_size_per_process, bool)}
+        step += 1
 
 
 def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> None:
@@ -72,10 +96,10 @@ def train(workdir: str, out: str, process_id: int | None = None, num_processes: 
         jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id)
     import numpy as np
 
-    from hrnet_flax.train import train_and_evaluate
+    from hrnet_flax import demo_data
+    from hrnet_flax.train import initial_variables, train_and_evaluate
 
-    from hrnet_flax.train import initial_variables
-
+    demo_data.train_dataset = random_train_dataset  # well-conditioned inputs (see test_train_parallel)
     init = initial_variables(small_config())
     result = train_and_evaluate(small_config(), workdir)
     params = jax.tree_util.tree_leaves_with_path(jax.device_get(result.state.params))

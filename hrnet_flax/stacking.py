@@ -1,0 +1,90 @@
+"""Between the canonical variable layout and the stacked one of `HRNet(scan=True)`.
+
+Canonical names (what converters, checkpoints and the plain model use) number repeated layers:
+`layer1_{k}`, `stage{s}_{m}`, `branch{b}_{k}`. The scanned model holds each run of identical
+layers as one `repeated` layer whose parameters carry a leading axis: `layer1/layer` (blocks 1..),
+`stage{s}/layer` (modules, for stages of more than one) and `branch{b}/layer` (blocks), nested
+outer axis first, e.g. `stage3/layer/branch0/layer/conv1/conv/kernel` of shape (4, 4, 3, 3, 18, 18).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+STACKED = "layer"  # the child name `repeated` gives the layer it repeats
+
+
+def _flatten(tree: Mapping, prefix: tuple = ()) -> dict[tuple, Any]:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, prefix + (k,)) if isinstance(v, Mapping) else {prefix + (k,): v})
+    return out
+
+
+def _unflatten(flat: dict[tuple, Any]) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        node = tree
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = v
+    return tree
+
+
+def stack_variables(variables: Mapping) -> dict:
+    """Canonical variables -> those of the same model built with `scan=True` (stacked runs)."""
+    flat = _flatten(variables)
+    multi = {m.group(1) for path in flat for k in path if (m := re.fullmatch(r"stage(\d+)_([1-9]\d*)", k))}
+    groups: dict[tuple, dict[tuple, Any]] = {}
+    for path, leaf in flat.items():
+        new, index = [], []
+        for k in path:
+            if (m := re.fullmatch(r"layer1_(\d+)", k)) and int(m.group(1)) > 0:
+                new, index = new + ["layer1", STACKED], index + [int(m.group(1)) - 1]
+            elif (m := re.fullmatch(r"stage(\d+)_(\d+)", k)) and m.group(1) in multi:
+                new, index = new + [f"stage{m.group(1)}", STACKED], index + [int(m.group(2))]
+            elif m := re.fullmatch(r"branch(\d+)_(\d+)", k):
+                new, index = new + [f"branch{m.group(1)}", STACKED], index + [int(m.group(2))]
+            else:
+                new.append(k)
+        groups.setdefault(tuple(new), {})[tuple(index)] = leaf
+    out = {}
+    for path, parts in groups.items():
+        if () in parts:
+            out[path] = parts[()]
+            continue
+        shape = tuple(max(i[d] for i in parts) + 1 for d in range(len(next(iter(parts)))))
+        missing = [i for i in np.ndindex(shape) if i not in parts]
+        if missing:
+            raise ValueError(f"cannot stack {'/'.join(path)}: copy {missing[0]} of the repeated layer is missing")
+        leaves = [jnp.asarray(parts[i]) for i in np.ndindex(shape)]
+        out[path] = jnp.stack(leaves).reshape(shape + leaves[0].shape)
+    return _unflatten(out)
+
+
+def unstack_variables(variables: Mapping) -> dict:
+    """Stacked variables of a `scan=True` model -> canonical ones (unchanged if already canonical)."""
+    out = {}
+    for path, leaf in _flatten(variables).items():
+        depth = sum(k == STACKED for k in path)
+        for index in np.ndindex(jnp.shape(leaf)[:depth]):
+            new, pos = [], 0
+            for k in path:
+                if k != STACKED:
+                    new.append(k)
+                    continue
+                i, pos = index[pos], pos + 1
+                parent = new.pop()
+                new.append(f"layer1_{i + 1}" if parent == "layer1" else f"{parent}_{i}")
+            out[tuple(new)] = leaf[index] if depth else leaf
+    return _unflatten(out)
+
+
+def is_stacked(variables: Mapping) -> bool:
+    """Whether `variables` are in the stacked layout of a `scan=True` model."""
+    return any(STACKED in path for path in _flatten(variables))
+
