@@ -14,30 +14,14 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 STACKED = "layer"  # the child name `repeated` gives the layer it repeats
 
 
-def _flatten(tree: Mapping, prefix: tuple = ()) -> dict[tuple, Any]:
-    out = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, prefix + (k,)) if isinstance(v, Mapping) else {prefix + (k,): v})
-    return out
-
-
-def _unflatten(flat: dict[tuple, Any]) -> dict:
-    tree: dict = {}
-    for path, v in flat.items():
-        node = tree
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = v
-    return tree
-
-
 def stack_variables(variables: Mapping) -> dict:
     """Canonical variables -> those of the same model built with `scan=True` (stacked runs)."""
-    flat = _flatten(variables)
+    flat = flatten_dict(variables)
     multi = {m.group(1) for path in flat for k in path if (m := re.fullmatch(r"stage(\d+)_([1-9]\d*)", k))}
     groups: dict[tuple, dict[tuple, Any]] = {}
     for path, leaf in flat.items():
@@ -63,13 +47,13 @@ def stack_variables(variables: Mapping) -> dict:
             raise ValueError(f"cannot stack {'/'.join(path)}: copy {missing[0]} of the repeated layer is missing")
         leaves = [jnp.asarray(parts[i]) for i in np.ndindex(shape)]
         out[path] = jnp.stack(leaves).reshape(shape + leaves[0].shape)
-    return _unflatten(out)
+    return unflatten_dict(out)
 
 
 def unstack_variables(variables: Mapping) -> dict:
     """Stacked variables of a `scan=True` model -> canonical ones (unchanged if already canonical)."""
     out = {}
-    for path, leaf in _flatten(variables).items():
+    for path, leaf in flatten_dict(variables).items():
         depth = sum(k == STACKED for k in path)
         for index in np.ndindex(jnp.shape(leaf)[:depth]):
             new, pos = [], 0
@@ -81,10 +65,10 @@ def unstack_variables(variables: Mapping) -> dict:
                 parent = new.pop()
                 new.append(f"layer1_{i + 1}" if parent == "layer1" else f"{parent}_{i}")
             out[tuple(new)] = leaf[index] if depth else leaf
-    return _unflatten(out)
+    return unflatten_dict(out)
 
 
 def is_stacked(variables: Mapping) -> bool:
     """Whether `variables` are in the stacked layout of a `scan=True` model."""
-    return any(STACKED in path for path in _flatten(variables))
+    return any(STACKED in path for path in flatten_dict(variables))
 
