@@ -12,8 +12,8 @@ sample by sample so machine noise hits both alike.
     # a GPU: bf16 compute (timm with AMP) and fp32; experiments/gpu_bench.sh runs the whole GPU set
     python experiments/benchmark.py --variants hrnet_w18 hrnet_w32 hrnet_w48 --dtype bfloat16 --batch 256
 
-Rows: `ours` (jit; for inference BatchNorm folded and identical layers scanned, `scan=True`; the
-train step is the plain model), `ours-bn` (jit, the plain model as trained), `timm` (eager NCHW),
+Rows: `ours` (jit, identical layers scanned, `scan=True`; for inference BatchNorm folded, for
+training `explicit_conv_grads=True`), `ours-bn` (inference without folding), `timm` (eager NCHW),
 `timm-cl` (eager channels-last) and, with `--torch-compile`, `timm-compile`. Ratios are
 throughput(ours) / throughput(timm's best eager row): above 1 means we are faster.
 """
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import hrnet_flax as hf  # noqa: E402
-from hrnet_flax.compilation_cache import enable_compilation_cache  # noqa: E402
+from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags  # noqa: E402
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -51,13 +51,14 @@ def _timed(fn: Callable[[], object]) -> float:
 def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool, scan: bool = True) -> tuple[Callable, float, dict]:
     """A no-argument callable running one step, its compile time, and XLA's memory figures."""
     compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    fast = fold and task == "infer"  # the inference model: BatchNorm folded, identical layers scanned
-    model = hf.create_model(name, dtype=compute, fold_bn=fast, scan=fast and scan)
-    variables = hf.init_variables(hf.create_model(name), jax.random.key(0))  # float32, unfolded
+    fast = fold and task == "infer"  # the inference model: BatchNorm folded
+    model = hf.create_model(name, dtype=compute, fold_bn=fast, scan=scan, explicit_conv_grads=task == "train" and scan)
+    variables = hf.init_variables(hf.create_model(name), jax.random.key(0))  # float32, unfolded, unstacked
+    variables = hf.stack_variables(variables) if scan else variables
     images = jax.random.normal(jax.random.key(1), (batch, size, size, 3), jnp.float32)
     if task == "infer":
         if fast:
-            variables = hf.fold_batchnorm(hf.stack_variables(variables) if model.scan else variables)
+            variables = hf.fold_batchnorm(variables)
         compiled = jax.jit(model.apply).lower(variables, images)
         start = time.perf_counter()
         compiled = compiled.compile()
@@ -301,11 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-unfolded", action="store_true", help="skip the BatchNorm-unfolded inference row")
     p.add_argument("--pipeline-images", type=int, default=256, help="JPEGs in the input-pipeline folder")
     p.add_argument("--pipeline-seconds", type=float, default=20.0, help="time the training pipeline this long")
-    p.add_argument("--no-scan", action="store_true", help="inference row `ours` without scanned layers")
+    p.add_argument("--no-scan", action="store_true", help="our rows without scanned layers (the plain model)")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile (minutes to compile on CPU)")
     p.add_argument("--no-timm", action="store_true", help="ours only")
     p.add_argument("--out", help="write the rows and the machine description as JSON here")
     args = p.parse_args(argv)
+    use_fast_cpu_flags()  # before JAX starts its backend
     if args.batch is None:
         args.batch = 256 if jax.default_backend() == "gpu" else 16
     if args.inner is None:

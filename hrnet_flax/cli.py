@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     for add in COMMANDS:
         add(sub)
     args = parser.parse_args(argv)
-    from hrnet_flax.compilation_cache import enable_compilation_cache
+    from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags
 
+    use_fast_cpu_flags()
     enable_compilation_cache()
     try:
         return args.run(args)

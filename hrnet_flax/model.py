@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hrnet_flax import conv as conv_lib
 from hrnet_flax.config import EXPANSION, HRNetConfig
 
 Dtype = Any
@@ -54,6 +55,7 @@ class ConvBN(nn.Module):
     bn_epsilon: float = 1e-5
     axis_name: str | None = None
     folded: bool = False  # BatchNorm folded into the conv (see `fold_batchnorm`): inference only
+    explicit_conv_grads: bool = False  # `conv.conv2d`: gradients in the forms XLA:CPU runs fast
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -67,6 +69,7 @@ class ConvBN(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=CONV_INIT,
+            conv_general_dilated=conv_lib.conv_general_dilated if self.explicit_conv_grads else None,
             name="conv",
         )(x)
         if self.folded:
@@ -240,10 +243,14 @@ class HRNet(nn.Module):
     features_only: bool = False
     fold_bn: bool = False  # inference model whose BatchNorms are folded into the convs
     remat: bool = False  # recompute each stage-1 block and HR module in the backward pass (memory)
-    # Trace identical blocks and modules once (`repeated`): XLA compiles the forward 4-5x faster and
-    # runs it faster on CPUs; parameters are stacked (`stack_variables`). For inference: XLA:CPU runs
-    # the backward pass of such loops far slower than the unrolled one.
+    # Trace identical blocks and modules once (`repeated`; parameters stacked, `stack_variables`):
+    # XLA compiles the W18 forward 10x faster (the CLI uses it) and, with `explicit_conv_grads`,
+    # the training step 3.5x faster (46 s); without them XLA:CPU runs the scanned backward pass slowly.
     scan: bool = False
+    # Convolution gradients written out (`conv.conv2d`); with `scan=True` the W18 training step on
+    # XLA:CPU runs 23 s -> 17.6 s and compiles in 46 s. Opt-in: several CPU devices in one process
+    # gave wrong gradients with it in one test (speed_notes.md). Same values otherwise.
+    explicit_conv_grads: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False, *, return_features: bool = False):
@@ -260,6 +267,7 @@ class HRNet(nn.Module):
             bn_epsilon=self.bn_epsilon,
             axis_name=self.axis_name,
             folded=self.fold_bn,
+            explicit_conv_grads=self.explicit_conv_grads,
         )
         wrap = functools.partial(nn.remat, static_argnums=(2,)) if self.remat else (lambda cls: cls)
         block1, hr_module = wrap(BLOCKS[cfg.stages[0].block]), wrap(HRModule)

@@ -73,7 +73,8 @@ def initial_variables(config: TrainConfig) -> dict[str, Any]:
     if config.pretrained:
         from hrnet_flax.pretrained import load_pretrained
 
-        _, variables = load_pretrained(config.pretrained, arch=config.model, num_classes=config.num_classes)
+        scan = build_model(config).scan
+        _, variables = load_pretrained(config.pretrained, arch=config.model, num_classes=config.num_classes, scan=scan)
         return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
     from hrnet_flax.initialization import init_variables
 

@@ -5,10 +5,10 @@ import pathlib
 
 import pytest
 
-from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_compilation
+from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-use_fast_cpu_compilation()  # before any test starts JAX's backend; subprocesses inherit it
+use_fast_cpu_flags()  # before any test starts JAX's backend; subprocesses inherit it
 enable_compilation_cache()
 
 

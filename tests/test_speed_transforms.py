@@ -138,7 +138,9 @@ def test_scanned_model_trains_like_the_plain_model():
     (l0, g0), (l1, g1) = results
     np.testing.assert_allclose(l0, l1, rtol=1e-6)
     assert jax.tree.structure(g0) == jax.tree.structure(g1)  # gradients and new BatchNorm statistics
-    # each leaf to 1e-4 of its own scale, floored where the batch of 2 at 1x1 leaves only rounding noise
+    # each leaf to 3e-4 of its own scale, floored where the batch of 2 at 1x1 leaves only rounding noise;
+    # measured worst: 9.6e-5 to 1.0e-4 (a BatchNorm scale gradient, a sum that nearly cancels, added
+    # in another order inside the loops), the same with XLA's or our convolution gradients
     floor = 1e-3 * max(float(np.abs(a).max()) for a in jax.tree.leaves(g0["params"]))
     errors = jax.tree.map(lambda a, b: float(np.abs(a - b).max() / max(np.abs(a).max(), floor)), g0, g1)
-    assert max(jax.tree.leaves(errors)) < 1e-4, errors
+    assert max(jax.tree.leaves(errors)) < 3e-4, errors

@@ -1,0 +1,105 @@
+"""`conv.conv2d` (hand-written gradients for XLA:CPU) against XLA's own convolution and its gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from hrnet_flax import conv
+from hrnet_flax.initialization import init_variables
+from hrnet_flax.registry import create_model
+
+# (input H, W, Cin, Cout, kernel, stride, padding): HRNet's kinds plus odd sizes and asymmetric padding.
+CASES = [
+    (9, 9, 5, 7, 3, 1, ((1, 1), (1, 1))),
+    (16, 12, 4, 6, 3, 2, ((1, 1), (1, 1))),
+    (15, 13, 3, 4, 3, 2, ((1, 1), (1, 1))),
+    (8, 8, 6, 5, 1, 1, ((0, 0), (0, 0))),
+    (9, 7, 6, 5, 1, 2, ((0, 0), (0, 0))),
+    (10, 10, 3, 4, 3, 1, ((2, 0), (0, 1))),
+]
+
+
+def reference(x, w, stride, padding):
+    return lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=conv.NHWC)
+
+
+def value_and_grads(fn, x, w, dy):
+    y, vjp = jax.vjp(fn, x, w)
+    return (y, *vjp(dy))
+
+
+@pytest.mark.parametrize("h,w_,cin,cout,k,stride,padding", CASES)
+def test_conv2d_matches_xla_value_and_gradients(h, w_, cin, cout, k, stride, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, h, w_, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, cin, cout)), jnp.float32)
+    y_ref = reference(x, w, stride, padding)
+    dy = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    ours = jax.jit(lambda x, w, dy: value_and_grads(lambda x, w: conv.conv2d(x, w, (stride, stride), padding), x, w, dy))
+    ref = jax.jit(lambda x, w, dy: value_and_grads(lambda x, w: reference(x, w, stride, padding), x, w, dy))
+    for name, a, b in zip(("output", "input gradient", "weight gradient"), ours(x, w, dy), ref(x, w, dy)):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+def test_conv2d_gradients_inside_scan_and_in_bfloat16():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32)
+    ws = jnp.asarray(rng.normal(size=(3, 3, 3, 4, 4)) * 0.3, jnp.float32)  # three stacked layers
+    padding = ((1, 1), (1, 1))
+
+    def loss(ws, x, fn, dtype):
+        def body(h, w):
+            return jnp.tanh(fn(h.astype(dtype), w.astype(dtype), padding)).astype(jnp.float32), None
+
+        return jnp.sum(lax.scan(body, x, ws)[0] ** 2)
+
+    ours = lambda h, w, p: conv.conv2d(h, w, (1, 1), p)  # noqa: E731
+    theirs = lambda h, w, p: reference(h, w, 1, p)  # noqa: E731
+    grads = {}
+    for dtype in (jnp.float32, jnp.bfloat16):
+        for name, fn in (("ours", ours), ("xla", theirs)):
+            grads[name, dtype] = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=(2, 3))(ws, x, fn, dtype)
+    for a, b in zip(grads["ours", jnp.float32], grads["xla", jnp.float32]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads["ours", jnp.bfloat16], grads["xla", jnp.float32]):  # bf16 compute, float32 params
+        assert a.dtype == jnp.float32
+        np.testing.assert_allclose(a, b, rtol=0.1, atol=0.05 * float(jnp.abs(b).max()))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"padding": "SAME"}, "explicit padding"),
+        ({"rhs_dilation": (2, 2)}, "dilations"),
+        ({"feature_group_count": 2}, "groups 2"),
+        ({"dimension_numbers": ("NCHW", "OIHW", "NCHW")}, "NHWC/HWIO"),
+    ],
+)
+def test_conv_general_dilated_names_what_it_does_not_support(kwargs, message):
+    args = {"padding": ((1, 1), (1, 1)), "dimension_numbers": conv.NHWC, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        conv.conv_general_dilated(jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 4, 4)), (1, 1), **args)
+
+
+def test_model_gradients_equal_with_and_without_explicit_conv_gradsients():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 32, 32, 3)), jnp.float32)
+    out = {}
+    for gemm in (False, True):
+        model = create_model("hrnet_w18_small", num_classes=5, explicit_conv_grads=gemm)
+        variables = init_variables(model, jax.random.key(0), (1, 32, 32, 3))
+
+        def loss(params):
+            logits, new = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+            )
+            return jnp.sum(logits**2), new
+
+        out[gemm] = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    (loss0, stats0), grads0 = out[False]
+    (loss1, stats1), grads1 = out[True]
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()) + 1e-7), grads1, grads0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), stats1, stats0)
