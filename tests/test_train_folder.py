@@ -80,7 +80,7 @@ def test_finetune_from_a_checkpoint_on_an_image_folder(tmp_path):
     import orbax.checkpoint as ocp
 
     step1 = checkpoint_manager(str(workdir), 2).restore(1, args=ocp.args.StandardRestore())
-    step1 = unstack_variables({"params": step1["params"], "batch_stats": step1["batch_stats"]})  # trained scanned
+    step1 = unstack_variables({"params": step1["params"], "batch_stats": step1["batch_stats"]})  # canonical names, also if trained scanned
     params, saved = flat(step1["params"]), flat(start["params"])
     assert set(params) == set(saved)
     backbone = [k for k in params if not k.startswith("classifier/")]
