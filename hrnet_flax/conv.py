@@ -84,10 +84,11 @@ def conv_general_dilated(
     precision: Any = None,
 ) -> jax.Array:
     """`conv2d` behind `lax.conv_general_dilated`'s signature (for `flax.linen.Conv`), limited to what HRNet uses."""
-    dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     if (
         lhs.ndim != 4
-        or dims != lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
+        or rhs.ndim != 4
+        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        != lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
         or isinstance(padding, str)
         or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
         or feature_group_count != 1

@@ -13,15 +13,9 @@ import sys
 import numpy as np
 
 from conftest import ROOT
+from data_support import cpu_env as worker_env
 
 WORKER = str(ROOT / "tests" / "train_worker.py")
-
-
-def worker_env(devices: int) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
 
 
 def run_worker(args: list[str], devices: int, timeout: int = 600) -> None:
