@@ -274,7 +274,8 @@ def markdown(rows: list[dict]) -> str:
 
 def machine() -> dict:
     info = {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}  # fmt: skip
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}  # fmt: skip
     try:
         import torch
 

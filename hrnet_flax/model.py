@@ -247,9 +247,9 @@ class HRNet(nn.Module):
     # XLA compiles the W18 forward 10x faster (the CLI uses it) and, with `explicit_conv_grads`,
     # the training step 3.5x faster (46 s); without them XLA:CPU runs the scanned backward pass slowly.
     scan: bool = False
-    # Convolution gradients written out (`conv.conv2d`); with `scan=True` the W18 training step on
-    # XLA:CPU runs 23 s -> 17.6 s and compiles in 46 s. Opt-in: several CPU devices in one process
-    # gave wrong gradients with it in one test (speed_notes.md). Same values otherwise.
+    # Convolution gradients written out (`conv.conv2d`, same values); with `scan=True` the W18
+    # training step on XLA:CPU runs 23 s -> 17.6 s and compiles in 46 s. The training loop turns
+    # both on for one CPU device (`TrainConfig.scan`).
     explicit_conv_grads: bool = False
 
     @nn.compact

@@ -30,6 +30,7 @@ from jax.sharding import PartitionSpec as P
 from hrnet_flax.evaluate import evaluate
 from hrnet_flax.optim import create_optimizer, cross_entropy, learning_rate_schedule
 from hrnet_flax.registry import create_model
+from hrnet_flax.stacking import stack_variables, unstack_variables
 from hrnet_flax.train_config import TrainConfig
 
 AXIS = "batch"  # the one mesh axis: data parallelism
@@ -57,24 +58,37 @@ class TrainState:
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def build_model(config: TrainConfig, axis_name: str | None = AXIS) -> flax.linen.Module:
-    """The model of `config`; `axis_name` makes BatchNorm average statistics over that axis."""
+def use_scan(config: TrainConfig, mesh: Mesh) -> bool:
+    """`config.scan`; when None, whether `mesh` is one CPU device (see `TrainConfig.scan`)."""
+    if config.scan is not None:
+        return config.scan
+    return mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu"
+
+
+def build_model(config: TrainConfig, axis_name: str | None = AXIS, scan: bool = False) -> flax.linen.Module:
+    """The model of `config`; `axis_name` makes BatchNorm average statistics over that axis.
+
+    `scan=True` traces identical layers once (stacked variables, see `hrnet_flax.stacking`), on
+    CPUs with the explicit convolution gradients XLA:CPU runs fast inside loops.
+    """
     return create_model(
         config.model,
         num_classes=config.num_classes,
         dtype=jnp.dtype(config.dtype),
         axis_name=axis_name,
+        scan=scan,
+        explicit_conv_grads=scan and jax.default_backend() == "cpu",
         **config.model_overrides,
     )
 
 
 def initial_variables(config: TrainConfig) -> dict[str, Any]:
-    """Random init (seed `config.seed`), or the weights of `config.pretrained` (fine-tuning)."""
+    """Random init (seed `config.seed`), or the weights of `config.pretrained` (fine-tuning);
+    canonical layout (unstacked) either way."""
     if config.pretrained:
         from hrnet_flax.pretrained import load_pretrained
 
-        scan = build_model(config).scan
-        _, variables = load_pretrained(config.pretrained, arch=config.model, num_classes=config.num_classes, scan=scan)
+        _, variables = load_pretrained(config.pretrained, arch=config.model, num_classes=config.num_classes)
         return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
     from hrnet_flax.initialization import init_variables
 
@@ -104,12 +118,16 @@ def loss_and_grads(params, batch_stats, batch, *, model, label_smoothing: float 
     Runs inside `shard_map`: `batch` is this device's share. BatchNorm statistics are
     synchronised by the model itself (`axis_name=AXIS`); gradients and metrics by `pmean`.
     Train batches are full (`mask` all True), so the mean of per-device means is the global mean.
+    Variables are canonical; a `scan=True` model gets them stacked (a copy the gradient undoes).
     """
 
     def loss_fn(params):
+        variables = {"params": params, "batch_stats": batch_stats}
         logits, updates = model.apply(
-            {"params": params, "batch_stats": batch_stats}, batch["image"], train=True, mutable=["batch_stats"]
+            stack_variables(variables) if model.scan else variables, batch["image"], train=True, mutable=["batch_stats"]
         )
+        if model.scan:
+            updates = unstack_variables(updates)
         mask = batch["mask"].astype(jnp.float32)
         per_example = cross_entropy(logits, batch["label"], label_smoothing)
         loss = jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1.0)
@@ -363,8 +381,9 @@ def train_and_evaluate(
     config = resolve_config(config)
     mesh = mesh or make_mesh()
     tx = create_optimizer(config)
-    model = build_model(config)
-    eval_model = build_model(config, axis_name=None)
+    scan = use_scan(config, mesh)
+    model = build_model(config, scan=scan)
+    eval_model = build_model(config, axis_name=None, scan=scan)
     total_steps = config.num_steps()
     eval_every = config.eval_every_steps or config.steps_per_epoch()
     is_main = jax.process_index() == 0
@@ -375,11 +394,15 @@ def train_and_evaluate(
     train_iter, eval_batches = make_datasets(config, mesh, start_step=step)
     p_train_step = make_train_step(config, model, tx, mesh)
 
+    def score(variables: dict[str, Any]) -> dict[str, Any]:
+        variables = jax.device_get(variables)
+        return evaluate(eval_model, stack_variables(variables) if scan else variables, eval_batches())
+
     def run_eval() -> dict[str, float]:
         """top1/top5 (%), loss and count on the whole eval split (`hrnet_flax.evaluate`)."""
-        result = evaluate(eval_model, jax.device_get(state.variables()), eval_batches())
+        result = score(state.variables())
         if config.ema_decay:
-            ema = evaluate(eval_model, jax.device_get(state.variables(ema=True)), eval_batches())
+            ema = score(state.variables(ema=True))
             result.update({f"ema_{k}": v for k, v in ema.items() if k in ("top1", "top5", "loss")})
         return result
 

@@ -210,3 +210,28 @@ def test_bfloat16_step_keeps_float32_state():
     assert {x.dtype for x in leaves if x.ndim} == {np.dtype("float32")}
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(jax.device_get(state.params)))]
     assert sum(moved) > 0.9 * len(moved)
+
+
+def test_scanned_step_equals_plain_step():
+    """`config.scan` changes only how the step is traced: the same canonical state after a step."""
+    from hrnet_flax.optim import create_optimizer
+    from hrnet_flax.train import build_model, create_train_state, global_batch, make_mesh, make_train_step, use_scan
+
+    cfg = resolve_config(short_config())
+    mesh = make_mesh(jax.devices()[:1])
+    assert use_scan(cfg, mesh) == (jax.devices()[0].platform == "cpu")  # None: on for one CPU device
+    assert use_scan(apply_overrides(cfg, ["scan=False"]), mesh) is False
+    tx = create_optimizer(cfg)
+    batch = global_batch(next(demo_data.train_dataset(batch_size_per_process=16, image_size=32)), mesh)
+    results = []
+    for scan in (False, True):
+        state, metrics = make_train_step(cfg, build_model(cfg, scan=scan), tx, mesh)(create_train_state(cfg, tx, mesh), batch)
+        results.append(jax.device_get((state.params, state.batch_stats, state.ema, metrics["loss"])))
+    (plain, scanned) = results
+    assert jax.tree_util.tree_structure(plain) == jax.tree_util.tree_structure(scanned)
+    leaves = list(zip(jax.tree_util.tree_leaves_with_path(plain), jax.tree_util.tree_leaves(scanned)))
+    assert len(leaves) > 500
+    for (path, a), b in leaves:
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5, err_msg=jax.tree_util.keystr(path))
+    with pytest.raises(ValueError, match=r"model_overrides sets \['scan'\]: use config.scan"):
+        apply_overrides(cfg, ["model_overrides.scan=True"]).validate()

@@ -28,7 +28,7 @@ def flat(tree, prefix=()) -> dict[str, np.ndarray]:
 
 
 def test_finetune_from_a_checkpoint_on_an_image_folder(tmp_path):
-    from hrnet_flax import create_model, load_pretrained, save_checkpoint, unstack_variables
+    from hrnet_flax import create_model, is_stacked, load_pretrained, save_checkpoint
     from hrnet_flax.initialization import init_variables
     from hrnet_flax.train import checkpoint_manager
 
@@ -80,7 +80,7 @@ def test_finetune_from_a_checkpoint_on_an_image_folder(tmp_path):
     import orbax.checkpoint as ocp
 
     step1 = checkpoint_manager(str(workdir), 2).restore(1, args=ocp.args.StandardRestore())
-    step1 = unstack_variables({"params": step1["params"], "batch_stats": step1["batch_stats"]})  # canonical names, also if trained scanned
+    assert not is_stacked(step1)  # trained scanned (one CPU device), saved in the canonical layout
     params, saved = flat(step1["params"]), flat(start["params"])
     assert set(params) == set(saved)
     backbone = [k for k in params if not k.startswith("classifier/")]
