@@ -12,8 +12,9 @@ sample by sample so machine noise hits both alike.
     # a GPU: bf16 compute (timm with AMP) and fp32; experiments/gpu_bench.sh runs the whole GPU set
     python experiments/benchmark.py --variants hrnet_w18 hrnet_w32 hrnet_w48 --dtype bfloat16 --batch 256
 
-Rows: `ours` (jit, identical layers scanned, `scan=True`; for inference BatchNorm folded, for
-training on CPUs `explicit_conv_grads=True`), `ours-bn` (inference without folding), `timm` (eager NCHW),
+Rows: `ours` (jit, identical layers scanned, `scan=True`; for inference BatchNorm folded; for
+training the training loop's step, `hrnet_flax.train`, on one device: on CPUs with
+`explicit_conv_grads=True`), `ours-bn` (inference without folding), `timm` (eager NCHW),
 `timm-cl` (eager channels-last) and, with `--torch-compile`, `timm-compile`. Ratios are
 throughput(ours) / throughput(timm's best eager row): above 1 means we are faster.
 """
@@ -35,7 +36,6 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 import hrnet_flax as hf  # noqa: E402
 from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags  # noqa: E402
@@ -52,12 +52,11 @@ def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool, sc
     """A no-argument callable running one step, its compile time, and XLA's memory figures."""
     compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     fast = fold and task == "infer"  # the inference model: BatchNorm folded
-    explicit = task == "train" and scan and jax.default_backend() == "cpu"  # for XLA:CPU only
-    model = hf.create_model(name, dtype=compute, fold_bn=fast, scan=scan, explicit_conv_grads=explicit)
-    variables = hf.init_variables(hf.create_model(name), jax.random.key(0))  # float32, unfolded, unstacked
-    variables = hf.stack_variables(variables) if scan else variables
     images = jax.random.normal(jax.random.key(1), (batch, size, size, 3), jnp.float32)
     if task == "infer":
+        model = hf.create_model(name, dtype=compute, fold_bn=fast, scan=scan)
+        variables = hf.init_variables(hf.create_model(name), jax.random.key(0))  # float32, unfolded, unstacked
+        variables = hf.stack_variables(variables) if scan else variables
         if fast:
             variables = hf.fold_batchnorm(variables)
         compiled = jax.jit(model.apply).lower(variables, images)
@@ -69,31 +68,26 @@ def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool, sc
         def run():
             compiled(state, images).block_until_ready()
 
-    else:
-        labels = jnp.arange(batch) % 1000
-        tx = optax.sgd(0.1, momentum=0.9)
-        train_state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+    else:  # the training loop's own step (hrnet_flax.train) on one device: SGD, momentum, L2
+        from hrnet_flax.optim import create_optimizer
+        from hrnet_flax.train import build_model, create_train_state, global_batch, make_mesh, make_train_step
+        from hrnet_flax.train_config import TrainConfig
 
-        def step(st, images, labels):
-            params, stats, opt = st
-
-            def loss_fn(p):
-                logits, new = model.apply({"params": p, "batch_stats": stats}, images, train=True, mutable=["batch_stats"])
-                return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new["batch_stats"]
-
-            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt = tx.update(grads, opt, params)
-            return (optax.apply_updates(params, updates), stats, opt), loss
-
-        lowered = jax.jit(step, donate_argnums=0).lower(train_state, images, labels)
+        config = TrainConfig(model=name, dtype=dtype, dataset="synthetic", image_size=size, global_batch_size=batch,
+                             train_examples=batch, epochs=1, scan=scan)  # fmt: skip
+        mesh, tx = make_mesh(jax.devices()[:1]), create_optimizer(config)
+        step = make_train_step(config, build_model(config, scan=scan), tx, mesh)
+        labels = np.arange(batch, dtype=np.int32) % 1000
+        data = global_batch({"image": np.asarray(images), "label": labels, "mask": np.ones(batch, bool)}, mesh)
+        box = [create_train_state(config, tx, mesh)]
+        lowered = step.lower(box[0], data)
         start = time.perf_counter()
         compiled = lowered.compile()
         compile_s = time.perf_counter() - start
-        box = [train_state]
 
         def run():
-            box[0], loss = compiled(box[0], images, labels)
-            loss.block_until_ready()
+            box[0], metrics = compiled(box[0], data)
+            metrics["loss"].block_until_ready()
 
     memory = {}
     analysis = compiled.memory_analysis()

@@ -22,8 +22,8 @@ def enable_compilation_cache(path: str | None = None) -> str:
 # XLA:CPU flags (other backends ignore them): without expensive LLVM passes the W18 train-step
 # compile drops 159 s -> 114 s with identical results and speed. Not here: YNNPACK for reductions
 # only (`--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE`, so convolutions run on
-# Eigen) makes W18 inference 1.6x and training 1.9x faster, but the two-process test's gradients
-# then differ by up to 6% (experiments/results/speed_notes.md); opt in through XLA_FLAGS.
+# Eigen) makes W18 inference 1.6x and training 1.9x faster, but XLA:CPU then computes gradients
+# 6% off a float64 reference with two processes (experiments/results/speed_notes.md).
 FAST_CPU_FLAGS = {"xla_llvm_disable_expensive_passes": "true"}
 
 
