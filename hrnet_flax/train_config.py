@@ -23,7 +23,7 @@ class TrainConfig:
     pretrained: str | None = None  # a `load_pretrained` name or file to start from (fine-tuning)
     # Trace each run of identical layers once (`HRNet(scan=True)`; on CPUs with `explicit_conv_grads`):
     # the W18 step compiles 3.5x faster and runs faster on CPU. Checkpoints keep the canonical layout.
-    # None: on when training on a single CPU device (several in-process CPU devices crash; speed notes).
+    # None: on for a single CPU device (with several in-process CPU devices XLA:CPU crashed on it).
     scan: bool | None = None
 
     # Data: "digits" (the embedded demo) or a path `hrnet_flax.data` reads: a tfds data_dir
