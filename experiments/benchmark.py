@@ -50,14 +50,12 @@ def _timed(fn: Callable[[], object]) -> float:
 # ----------------------------------------------------------------------------- ours (JAX)
 def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool, scan: bool = True) -> tuple[Callable, float, dict]:
     """A no-argument callable running one step, its compile time, and XLA's memory figures."""
-    compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    fast = fold and task == "infer"  # the inference model: BatchNorm folded
     images = jax.random.normal(jax.random.key(1), (batch, size, size, 3), jnp.float32)
-    if task == "infer":
-        model = hf.create_model(name, dtype=compute, fold_bn=fast, scan=scan)
+    if task == "infer":  # `fold`: the inference model, BatchNorm folded
+        model = hf.create_model(name, dtype=jnp.dtype(dtype), fold_bn=fold, scan=scan)
         variables = hf.init_variables(hf.create_model(name), jax.random.key(0))  # float32, unfolded, unstacked
         variables = hf.stack_variables(variables) if scan else variables
-        if fast:
+        if fold:
             variables = hf.fold_batchnorm(variables)
         compiled = jax.jit(model.apply).lower(variables, images)
         start = time.perf_counter()
