@@ -58,13 +58,6 @@ class TrainState:
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def use_scan(config: TrainConfig, mesh: Mesh) -> bool:
-    """`config.scan`; when None, whether `mesh` is one CPU device (see `TrainConfig.scan`)."""
-    if config.scan is not None:
-        return config.scan
-    return mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu"
-
-
 def build_model(config: TrainConfig, axis_name: str | None = AXIS, scan: bool = False) -> flax.linen.Module:
     """The model of `config`; `axis_name` makes BatchNorm average statistics over that axis.
 
@@ -381,7 +374,7 @@ def train_and_evaluate(
     config = resolve_config(config)
     mesh = mesh or make_mesh()
     tx = create_optimizer(config)
-    scan = use_scan(config, mesh)
+    scan = config.scan
     model = build_model(config, scan=scan)
     eval_model = build_model(config, axis_name=None, scan=scan)
     total_steps = config.num_steps()

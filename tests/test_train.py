@@ -215,12 +215,11 @@ def test_bfloat16_step_keeps_float32_state():
 def test_scanned_step_equals_plain_step():
     """`config.scan` changes only how the step is traced: the same canonical state after a step."""
     from hrnet_flax.optim import create_optimizer
-    from hrnet_flax.train import build_model, create_train_state, global_batch, make_mesh, make_train_step, use_scan
+    from hrnet_flax.train import build_model, create_train_state, global_batch, make_mesh, make_train_step
 
     cfg = resolve_config(short_config())
     mesh = make_mesh(jax.devices()[:1])
-    assert use_scan(cfg, mesh) == (jax.devices()[0].platform == "cpu")  # None: on for one CPU device
-    assert use_scan(apply_overrides(cfg, ["scan=False"]), mesh) is False
+    assert cfg.scan is False  # opt-in (TrainConfig.scan)
     tx = create_optimizer(cfg)
     batch = global_batch(next(demo_data.train_dataset(batch_size_per_process=16, image_size=32)), mesh)
     results = []

@@ -80,7 +80,7 @@ def test_finetune_from_a_checkpoint_on_an_image_folder(tmp_path):
     import orbax.checkpoint as ocp
 
     step1 = checkpoint_manager(str(workdir), 2).restore(1, args=ocp.args.StandardRestore())
-    assert not is_stacked(step1)  # trained scanned (one CPU device), saved in the canonical layout
+    assert not is_stacked(step1)  # the canonical layout
     params, saved = flat(step1["params"]), flat(start["params"])
     assert set(params) == set(saved)
     backbone = [k for k in params if not k.startswith("classifier/")]
