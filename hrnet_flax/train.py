@@ -374,9 +374,8 @@ def train_and_evaluate(
     config = resolve_config(config)
     mesh = mesh or make_mesh()
     tx = create_optimizer(config)
-    scan = config.scan
-    model = build_model(config, scan=scan)
-    eval_model = build_model(config, axis_name=None, scan=scan)
+    model = build_model(config, scan=config.scan)
+    eval_model = build_model(config, axis_name=None, scan=config.scan)
     total_steps = config.num_steps()
     eval_every = config.eval_every_steps or config.steps_per_epoch()
     is_main = jax.process_index() == 0
@@ -389,7 +388,7 @@ def train_and_evaluate(
 
     def score(variables: dict[str, Any]) -> dict[str, Any]:
         variables = jax.device_get(variables)
-        return evaluate(eval_model, stack_variables(variables) if scan else variables, eval_batches())
+        return evaluate(eval_model, stack_variables(variables) if config.scan else variables, eval_batches())
 
     def run_eval() -> dict[str, float]:
         """top1/top5 (%), loss and count on the whole eval split (`hrnet_flax.evaluate`)."""
