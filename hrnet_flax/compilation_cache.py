@@ -19,12 +19,15 @@ def enable_compilation_cache(path: str | None = None) -> str:
     return path
 
 
-# XLA:CPU flags (other backends ignore them): without expensive LLVM passes the W18 train-step
-# compile drops 159 s -> 114 s with identical results and speed. Not here: YNNPACK for reductions
-# only (`--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE`, so convolutions run on
-# Eigen) makes W18 inference 1.6x and training 1.9x faster, but XLA:CPU then computes gradients
-# 6% off a float64 reference with two processes (experiments/results/speed_notes.md).
-FAST_CPU_FLAGS = {"xla_llvm_disable_expensive_passes": "true"}
+# XLA:CPU flags (other backends ignore them). Without expensive LLVM passes the W18 train-step
+# compile drops 159 s -> 114 s with identical results and speed. YNNPACK for reductions only
+# (convolutions then run on Eigen, YNNPACK's are 2-5x slower on HRNet's thin layers): W18 inference
+# 1.6x and training 1.4-1.9x faster; results agree with float64 as closely as with XLA's default
+# (experiments/results/speed_notes.md, session 6).
+FAST_CPU_FLAGS = {
+    "xla_llvm_disable_expensive_passes": "true",
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE",
+}
 
 
 def use_fast_cpu_flags() -> None:

@@ -1,5 +1,7 @@
 """Speed transforms compute the same function as the plain float32 model."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,3 +146,19 @@ def test_scanned_model_trains_like_the_plain_model():
     floor = 1e-3 * max(float(np.abs(a).max()) for a in jax.tree.leaves(g0["params"]))
     errors = jax.tree.map(lambda a, b: float(np.abs(a - b).max() / max(np.abs(a).max(), floor)), g0, g1)
     assert max(jax.tree.leaves(errors)) < 3e-4, errors
+
+
+def test_fast_cpu_flags_keep_the_users_choice(monkeypatch):
+    from hrnet_flax.compilation_cache import FAST_CPU_FLAGS, use_fast_cpu_flags
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    use_fast_cpu_flags()
+    assert sorted(os.environ["XLA_FLAGS"].split()) == sorted(f"--{k}={v}" for k, v in FAST_CPU_FLAGS.items())
+    assert "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE" in os.environ["XLA_FLAGS"].split()
+
+    mine = ["--xla_force_host_platform_device_count=2", "--xla_cpu_experimental_ynn_fusion_type="]
+    monkeypatch.setenv("XLA_FLAGS", " ".join(mine))
+    use_fast_cpu_flags()
+    flags = os.environ["XLA_FLAGS"].split()
+    assert flags[:2] == mine and "--xla_llvm_disable_expensive_passes=true" in flags
+    assert [f for f in flags if f.startswith("--xla_cpu_experimental_ynn_fusion_type=")] == mine[1:]

@@ -3,7 +3,9 @@
     python tests/train_worker.py equivalence OUT.npz
     python tests/train_worker.py train WORKDIR OUT.npz [PROCESS_ID NUM_PROCESSES PORT]
 
-`equivalence`: one step's loss, gradients and BatchNorm statistics on one fixed batch.
+`equivalence`: one step's loss, gradients and BatchNorm statistics on one fixed batch, computed in
+float64 (`jax_enable_x64`, the model's compute dtype float64) so that no ReLU input near 0 rounds to
+the other side in one device layout and not in another: the layouts must then agree to ~1e-7.
 `train`: `train_and_evaluate` (four steps on `random_train_dataset`, digits eval); the final
 and the initial parameters and statistics.
 """
@@ -50,10 +52,13 @@ def random_train_dataset(*, batch_size_per_process: int, image_size: int, seed: 
 def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> None:
     import jax
 
+    jax.config.update("jax_enable_x64", True)
+
     if distributed:
         process_id, num_processes, port = distributed
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id)
+    import jax.numpy as jnp
     import numpy as np
     from jax.sharding import PartitionSpec as P
 
@@ -63,8 +68,9 @@ def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> No
     assert jax.device_count() == 4, jax.devices()
     counts = (4,) if distributed else (1, 4)
     cfg = small_config()
-    model = build_model(cfg, scan=cfg.scan)
+    model = build_model(cfg, scan=cfg.scan).clone(dtype=jnp.float64)
     variables = init_variables(build_model(cfg, axis_name=None), jax.random.key(1), (1, 32, 32, 3))
+    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
