@@ -37,6 +37,7 @@ def test_four_devices_equal_one_device(tmp_path):
     grads = [k for k in keys if k.startswith("grad")]
     stats = [k for k in keys if k.startswith("stats")]
     assert len(grads) > 250 and len(stats) > 150
+    assert all(d[f"1:{k}"].dtype == np.float64 for k in grads + stats)  # the worker's step runs in float64
     np.testing.assert_allclose(d["4:loss"], d["1:loss"], rtol=1e-5)
     np.testing.assert_allclose(d["4:accuracy"], d["1:accuracy"], rtol=1e-6)
     scale = max(np.abs(d[f"1:{k}"]).max() for k in grads)

@@ -5,7 +5,7 @@
 
 `equivalence`: one step's loss, gradients and BatchNorm statistics on one fixed batch, computed in
 float64 (`jax_enable_x64`, the model's compute dtype float64) so that no ReLU input near 0 rounds to
-the other side in one device layout and not in another: the layouts must then agree to ~1e-7.
+the other side in one device layout and not in another: the layouts then agree to ~1e-13.
 `train`: `train_and_evaluate` (four steps on `random_train_dataset`, digits eval); the final
 and the initial parameters and statistics.
 """
