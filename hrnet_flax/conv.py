@@ -35,6 +35,11 @@ def _fwd(x, w, strides, padding):
     return _conv(x, w, strides, padding), (x, w)
 
 
+def _accumulation_type(x: jax.Array) -> Any:
+    """float32 for bfloat16/float32 inputs, float64 for float64 ones."""
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
 def weight_grad(x: jax.Array, dy: jax.Array, kernel: tuple[int, int], strides, padding) -> jax.Array:
     """d(loss)/d(kernel): for 1x1 kernels one (N*H*W, Cin)^T (N*H*W, Cout) product; otherwise a
     convolution of x as (Cin, H, W, N) with dy as an (H, W, N, Cout) kernel dilated by the stride."""
@@ -42,12 +47,12 @@ def weight_grad(x: jax.Array, dy: jax.Array, kernel: tuple[int, int], strides, p
         pads = [(lo, k + (n - 1) * s - size - lo) for k, s, (lo, _), n, size in zip(kernel, strides, padding, dy.shape[1:3], x.shape[1:3])]
         dw = lax.conv_general_dilated(
             x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1), pads, rhs_dilation=strides,
-            dimension_numbers=NHWC, preferred_element_type=jnp.float32,
+            dimension_numbers=NHWC, preferred_element_type=_accumulation_type(x),
         )
         return dw.transpose(1, 2, 0, 3)
     (sh, sw), cout = strides, dy.shape[-1]
     x = x[:, :: sh, :: sw, :].reshape(-1, x.shape[-1])
-    dw = lax.dot_general(x, dy.reshape(-1, cout), (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    dw = lax.dot_general(x, dy.reshape(-1, cout), (((0,), (0,)), ((), ())), preferred_element_type=_accumulation_type(x))
     return dw.reshape(1, 1, *dw.shape)
 
 

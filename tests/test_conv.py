@@ -103,3 +103,18 @@ def test_model_gradients_equal_with_and_without_explicit_conv_gradsients():
     np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()) + 1e-7), grads1, grads0)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), stats1, stats0)
+
+
+def test_conv2d_gradients_in_float64():
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float64)
+        for k, stride in ((3, 2), (1, 1)):
+            w = jnp.asarray(rng.normal(size=(k, k, 4, 6)), jnp.float64)
+            pad = ((k // 2, k // 2),) * 2
+            dy = jnp.asarray(rng.normal(size=reference(x, w, stride, pad).shape), jnp.float64)
+            ours = value_and_grads(lambda x, w: conv.conv2d(x, w, (stride, stride), pad), x, w, dy)
+            ref = value_and_grads(lambda x, w: reference(x, w, stride, pad), x, w, dy)
+            for a, b in zip(ours, ref):
+                assert a.dtype == b.dtype == jnp.float64
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
