@@ -75,6 +75,26 @@ def build_model(config: TrainConfig, axis_name: str | None = AXIS, scan: bool = 
     )
 
 
+def resolve_scan(config: TrainConfig, platform: str, num_devices: int) -> bool:
+    """Whether to train the scanned model: `config.scan`, or when it is None, on a one-device
+    CPU mesh only.
+
+    Refuses `scan=True` on several CPU devices while the persistent compilation cache is on:
+    XLA:CPU (jaxlib 0.10.2) runs such a step wrongly once it loads it from the cache (every
+    all-reduce shares one channel id and those inside loops lose their order: wrong losses, NaNs,
+    heap corruption; experiments/results/speed_notes.md, session 7).
+    """
+    if config.scan is None:
+        return platform == "cpu" and num_devices == 1
+    if config.scan and platform == "cpu" and num_devices > 1 and jax.config.jax_enable_compilation_cache:
+        raise ValueError(
+            f"config.scan=True on a mesh of {num_devices} CPU devices with the persistent compilation cache "
+            "on: XLA:CPU runs such a scanned step wrongly when it loads it from the cache. Use scan=False "
+            "(or None), or turn the cache off with JAX_ENABLE_COMPILATION_CACHE=false"
+        )
+    return config.scan
+
+
 def initial_variables(config: TrainConfig) -> dict[str, Any]:
     """Random init (seed `config.seed`), or the weights of `config.pretrained` (fine-tuning);
     canonical layout (unstacked) either way."""
@@ -373,6 +393,7 @@ def train_and_evaluate(
     config.validate()
     config = resolve_config(config)
     mesh = mesh or make_mesh()
+    config = dataclasses.replace(config, scan=resolve_scan(config, mesh.devices.flat[0].platform, mesh.size))
     tx = create_optimizer(config)
     model = build_model(config, scan=config.scan)
     eval_model = build_model(config, axis_name=None, scan=config.scan)

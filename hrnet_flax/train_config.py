@@ -22,10 +22,11 @@ class TrainConfig:
     dtype: str = "bfloat16"  # compute dtype; parameters and BatchNorm statistics stay float32
     pretrained: str | None = None  # a `load_pretrained` name or file to start from (fine-tuning)
     # Trace each run of identical layers once (`HRNet(scan=True)`; on CPUs with `explicit_conv_grads`):
-    # the W18 step compiles 3.5x faster and runs faster on one CPU device. Checkpoints keep the
-    # canonical layout. Opt-in: XLA:CPU sometimes corrupted the heap running a scanned step loaded
-    # from the persistent compilation cache, and CI failed while it was on by default (speed_notes.md).
-    scan: bool = False
+    # the W18 step compiles 3.5x faster and runs 2.8x faster on one CPU device. Checkpoints keep the
+    # canonical layout. None: scanned on a one-device CPU mesh, plain elsewhere (unmeasured on
+    # accelerators; on several CPU devices XLA:CPU mis-runs a scanned step loaded from the
+    # persistent compilation cache, see `train.resolve_scan`).
+    scan: bool | None = None
 
     # Data: "digits" (the embedded demo) or a path `hrnet_flax.data` reads: a tfds data_dir
     # holding imagenet2012 (prepared from the tars in `manual_dir` if needed) or an image folder.

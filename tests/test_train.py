@@ -219,7 +219,6 @@ def test_scanned_step_equals_plain_step():
 
     cfg = resolve_config(short_config())
     mesh = make_mesh(jax.devices()[:1])
-    assert cfg.scan is False  # opt-in (TrainConfig.scan)
     tx = create_optimizer(cfg)
     batch = global_batch(next(demo_data.train_dataset(batch_size_per_process=16, image_size=32)), mesh)
     results = []
@@ -234,3 +233,25 @@ def test_scanned_step_equals_plain_step():
         np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5, err_msg=jax.tree_util.keystr(path))
     with pytest.raises(ValueError, match=r"model_overrides sets \['scan'\]: use config.scan"):
         apply_overrides(cfg, ["model_overrides.scan=True"]).validate()
+
+
+def test_resolve_scan():
+    """Scanned by default on one CPU device only; an explicit scan=True on several CPU devices is
+    refused while the persistent cache is on (XLA:CPU mis-runs such a cached step)."""
+    from hrnet_flax.train import resolve_scan
+
+    auto, on, off = short_config(), apply_overrides(short_config(), ["scan=True"]), apply_overrides(short_config(), ["scan=False"])
+    assert auto.scan is None
+    assert resolve_scan(auto, "cpu", 1) is True
+    assert resolve_scan(auto, "cpu", 4) is False
+    assert resolve_scan(auto, "gpu", 1) is False
+    assert resolve_scan(off, "cpu", 1) is False
+    assert resolve_scan(on, "gpu", 8) is True
+    assert jax.config.jax_enable_compilation_cache  # conftest turns the cache on
+    with pytest.raises(ValueError, match="scan=True on a mesh of 4 CPU devices with the persistent compilation cache on"):
+        resolve_scan(on, "cpu", 4)
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        assert resolve_scan(on, "cpu", 4) is True
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)

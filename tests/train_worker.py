@@ -68,7 +68,7 @@ def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> No
     assert jax.device_count() == 4, jax.devices()
     counts = (4,) if distributed else (1, 4)
     cfg = small_config()
-    model = build_model(cfg, scan=cfg.scan).clone(dtype=jnp.float64)
+    model = build_model(cfg, scan=bool(cfg.scan)).clone(dtype=jnp.float64)  # plain unless overridden
     variables = init_variables(build_model(cfg, axis_name=None), jax.random.key(1), (1, 32, 32, 3))
     variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
     rng = np.random.default_rng(0)
