@@ -138,3 +138,16 @@ def test_two_processes_equal_one_process(tmp_path):
     stats = [k for k in single.files if k.startswith("s[")]
     bad = {k: e for k in stats if (e := leaf_error(single[k] - single[f"init_{k}"], m0[k] - m0[f"init_{k}"], 1e-6)) > 1e-2}
     assert not bad, f"BatchNorm statistics differ between two processes and one: {bad}"
+
+
+def test_cache_collectives_check_runs():
+    """`experiments/xla_cpu_cache_collectives.py` (the check behind `train.resolve_scan`) runs; a
+    freshly compiled program gives the same value on every call."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "xla_cpu_cache_collectives.py"), "--runs", "1", "--reps", "3"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["reps"] == 3 and report["wrong_calls_per_process"]["compiled"] == [0]
+    assert len(report["wrong_calls_per_process"]["cached"]) == 1
