@@ -80,9 +80,9 @@ def resolve_scan(config: TrainConfig, platform: str, num_devices: int) -> bool:
     CPU mesh only.
 
     Refuses `scan=True` on several CPU devices while the persistent compilation cache is on:
-    XLA:CPU (jaxlib 0.10.2) runs such a step wrongly once it loads it from the cache (every
-    all-reduce shares one channel id and those inside loops lose their order: wrong losses, NaNs,
-    heap corruption; experiments/results/speed_notes.md, session 7).
+    XLA:CPU (jaxlib 0.10.2) runs such a step wrongly once it loads it from the cache: wrong losses,
+    NaNs, heap corruption (all-reduces inside loops; experiments/xla_cpu_cache_collectives.py
+    reproduces it, experiments/results/speed_notes.md, session 7).
     """
     if config.scan is None:
         return platform == "cpu" and num_devices == 1
