@@ -56,6 +56,23 @@ def summarize(sums: dict[str, float], unreadable: int = 0) -> dict[str, Any]:
     }
 
 
+_barriers = iter(range(1 << 62))
+
+
+def wait_for_all_processes(name: str, timeout_s: int = 3600) -> None:
+    """Block until every process has reached this call (a no-op in a single process).
+
+    It is the `jax.distributed` client's barrier. A collective would not do: gloo (CPU) gives
+    processes 30 s to meet at one, and `multihost_utils.sync_global_devices` (which orbax's
+    `sync_global_processes` uses by default) is a collective.
+    """
+    if jax.process_count() > 1:
+        import orbax.checkpoint as ocp
+
+        barrier = ocp.multihost.get_barrier_sync_fn()
+        barrier(key=f"hrnet_flax_{name}_{next(_barriers)}", timeout_ms=timeout_s * 1000)
+
+
 @functools.lru_cache(maxsize=8)
 def _eval_step(model: Any, replicated: NamedSharding):
     """The jitted per-batch sums for `model`, built once per model (evaluations during training reuse it)."""
@@ -110,6 +127,7 @@ def evaluate(
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
+        wait_for_all_processes("evaluated")  # the processes may finish far apart (see there)
         counts = np.array([totals["count"], totals["correct1"], totals["correct5"], unreadable], np.int32)
         counts = np.asarray(multihost_utils.process_allgather(counts)).reshape(-1, 4).sum(0, dtype=np.int64)
         loss = np.asarray(multihost_utils.process_allgather(np.float32(totals["loss_sum"])), np.float64).sum()

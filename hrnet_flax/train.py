@@ -27,7 +27,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hrnet_flax.evaluate import evaluate
+from hrnet_flax.evaluate import evaluate, wait_for_all_processes
 from hrnet_flax.optim import create_optimizer, cross_entropy, learning_rate_schedule
 from hrnet_flax.registry import create_model
 from hrnet_flax.stacking import stack_variables, unstack_variables
@@ -330,19 +330,14 @@ class StopSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-_barriers = iter(range(1 << 62))
-
-
-def compile_in_step(step_fn: Callable, state: TrainState, batch) -> Callable:
-    """Compile `step_fn` ahead of time, then wait at a barrier for all processes.
+def compile_for_all_processes(fn: Callable, *args) -> Callable:
+    """`fn` (jitted) compiled ahead of time for `args`, returned once every process has compiled it.
 
     CPU collectives (gloo) give processes 30 s to meet at the first collective; compile times
-    differ by more on a loaded machine, so no process runs the step before all have compiled it.
+    differ by more on a loaded machine, so no process runs the program before all have compiled it.
     """
-    import orbax.checkpoint as ocp
-
-    compiled = step_fn.lower(state, batch).compile()
-    ocp.multihost.sync_global_processes(f"hrnet_flax_train_step_compiled_{next(_barriers)}", timeout=3600)
+    compiled = fn.lower(*args).compile()
+    wait_for_all_processes("compiled")
     return compiled
 
 
@@ -430,8 +425,8 @@ def train_and_evaluate(
     try:
         while step < total_steps:
             batch = global_batch(next(train_iter), mesh)
-            if not compiled:  # several processes: compile, then wait for all (see `compile_in_step`)
-                p_train_step, compiled = compile_in_step(p_train_step, state, batch), True
+            if not compiled:  # several processes: compile, then wait for all
+                p_train_step, compiled = compile_for_all_processes(p_train_step, state, batch), True
             state, metrics = p_train_step(state, batch)
             step += 1
             pending.append((step, metrics))

@@ -1,17 +1,20 @@
 """Subprocess side of the multi-device tests (XLA_FLAGS must be set before jax is imported).
 
-    python tests/train_worker.py equivalence OUT.npz
+    python tests/train_worker.py equivalence OUT.npz [PROCESS_ID NUM_PROCESSES PORT]
     python tests/train_worker.py train WORKDIR OUT.npz [PROCESS_ID NUM_PROCESSES PORT]
 
 `equivalence`: one step's loss, gradients and BatchNorm statistics on one fixed batch, computed in
 float64 (`jax_enable_x64`, the model's compute dtype float64) so that no ReLU input near 0 rounds to
 the other side in one device layout and not in another: the layouts then agree to ~1e-13.
+With several processes, `TRAIN_WORKER_DELAY=S` holds process `i` back `i * S` seconds before it
+compiles (a slower host).
 `train`: `train_and_evaluate` (four steps on `random_train_dataset`, digits eval); the final
 and the initial parameters and statistics.
 """
 
 import os
 import sys
+import time
 
 MODE = sys.argv[1]
 
@@ -63,7 +66,7 @@ def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> No
     from jax.sharding import PartitionSpec as P
 
     from hrnet_flax.initialization import init_variables
-    from hrnet_flax.train import AXIS, build_model, data_parallel, global_batch, loss_and_grads, make_mesh
+    from hrnet_flax.train import AXIS, build_model, compile_for_all_processes, data_parallel, global_batch, loss_and_grads, make_mesh
 
     assert jax.device_count() == 4, jax.devices()
     counts = (4,) if distributed else (1, 4)
@@ -85,7 +88,11 @@ def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> No
         if distributed:
             rows = slice(jax.process_index() * 4, jax.process_index() * 4 + 4)
             local = {k: v[rows] for k, v in batch.items()}
-        loss, acc, grads, stats = fn(variables["params"], variables["batch_stats"], global_batch(local, mesh))
+        args = (variables["params"], variables["batch_stats"], global_batch(local, mesh))
+        if distributed:  # gloo gives the processes 30 s to meet: none runs before all have compiled
+            time.sleep(float(os.environ.get("TRAIN_WORKER_DELAY", 0)) * jax.process_index())
+            fn = compile_for_all_processes(fn, *args)
+        loss, acc, grads, stats = fn(*args)
         flat = {"loss": loss, "accuracy": acc}
         for prefix, tree in (("grad", grads), ("stats", stats)):
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
