@@ -5,7 +5,9 @@ gradient transposes both operands (and XLA fused the recomputation of whole resi
 those transposes), and inside `scan` XLA:CPU runs both gradients with a slow generic kernel.
 Here the input gradient is a plain NHWC/HWIO convolution of the zero-dilated output gradient
 with the flipped kernel; the weight gradient is one matrix product for 1x1 kernels and otherwise
-an NHWC/HWIO convolution of explicitly transposed operands. Used by `HRNet(explicit_conv_grads=True)`;
+an NHWC/HWIO convolution of explicitly transposed operands. A convolution whose input or output
+is spatially smaller than its kernel (HRNet's lowest branches and head at small image sizes) is
+one matrix product of shifted views instead. Used by `HRNet(explicit_conv_grads=True)`;
 measurements in experiments/results/speed_notes.md.
 """
 
@@ -25,9 +27,40 @@ def _conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: tuple[t
     return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...]) -> jax.Array:
     """NHWC x HWIO convolution with explicit padding; same values as `lax.conv_general_dilated`."""
+    if smaller_than_kernel(x.shape, w.shape, strides, padding):
+        return patches_conv2d(x, w, strides, padding)
+    return _conv2d(x, w, strides, padding)
+
+
+def smaller_than_kernel(x_shape, w_shape, strides, padding) -> bool:
+    """Whether the input or the output is spatially smaller than the kernel (e.g. 3x3 on 2x2).
+
+    XLA:CPU then swaps a convolution's operands (its own forward, or the input gradient) and runs it
+    on a slow generic kernel: 1.1 s of the demo's 1.5 s step (32 px, batch 64) went to three such
+    convolutions of the head's `downsamp` layers (experiments/results/speed_notes.md, session 8).
+    """
+    for size, k, s, (lo, hi) in zip(x_shape[1:3], w_shape[:2], strides, padding):
+        if k > 1 and min(size, (size + lo + hi - k) // s + 1) < k:
+            return True
+    return False
+
+
+def patches_conv2d(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
+    """The convolution as one matrix product of the kernel with the input's kh*kw shifted, strided
+    views (differentiated by JAX: slices, pads and matrix products)."""
+    kh, kw, cin, cout = w.shape
+    (sh, sw), zero = strides, jnp.zeros((), x.dtype)
+    x = lax.pad(x, zero, [(0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)])
+    ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    taps = [x[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :] for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(taps, axis=-1)  # (N, Ho, Wo, kh*kw*Cin), ordered like w.reshape below
+    return lax.dot_general(patches, w.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv2d(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...]) -> jax.Array:
     return _conv(x, w, strides, padding)
 
 
@@ -74,7 +107,7 @@ def _bwd(strides, padding, residuals, dy):
     return dx, dw.astype(w.dtype)
 
 
-conv2d.defvjp(_fwd, _bwd)
+_conv2d.defvjp(_fwd, _bwd)
 
 
 def conv_general_dilated(
