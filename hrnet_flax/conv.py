@@ -5,10 +5,11 @@ gradient transposes both operands (and XLA fused the recomputation of whole resi
 those transposes), and inside `scan` XLA:CPU runs both gradients with a slow generic kernel.
 Here the input gradient is a plain NHWC/HWIO convolution of the zero-dilated output gradient
 with the flipped kernel; the weight gradient is one matrix product for 1x1 kernels and otherwise
-an NHWC/HWIO convolution of explicitly transposed operands. A convolution whose input or output
-is spatially smaller than its kernel (HRNet's lowest branches and head at small image sizes) is
-one matrix product of shifted views instead. Used by `HRNet(explicit_conv_grads=True)`;
-measurements in experiments/results/speed_notes.md.
+an NHWC/HWIO convolution of explicitly transposed operands. Used by
+`HRNet(explicit_conv_grads=True)`. In every HRNet (either kind of gradient), a convolution whose
+input or output is spatially smaller than its kernel (the lowest branches and the head at small
+image sizes) is one matrix product of shifted views instead. Measurements in
+experiments/results/speed_notes.md.
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ def _conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: tuple[t
     return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
 
 
-def conv2d(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...]) -> jax.Array:
-    """NHWC x HWIO convolution with explicit padding; same values as `lax.conv_general_dilated`."""
+def conv2d(
+    x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...], explicit_grads: bool = True
+) -> jax.Array:
+    """NHWC x HWIO convolution with explicit padding; same values as `lax.conv_general_dilated`.
+
+    `explicit_grads=False` keeps XLA's own gradients, except for convolutions smaller than the kernel.
+    """
     if smaller_than_kernel(x.shape, w.shape, strides, padding):
         return patches_conv2d(x, w, strides, padding)
-    return _conv2d(x, w, strides, padding)
+    return _conv2d(x, w, strides, padding) if explicit_grads else _conv(x, w, strides, padding)
 
 
 def smaller_than_kernel(x_shape, w_shape, strides, padding) -> bool:
@@ -120,6 +126,7 @@ def conv_general_dilated(
     dimension_numbers: Any = None,
     feature_group_count: int = 1,
     precision: Any = None,
+    explicit_grads: bool = True,
 ) -> jax.Array:
     """`conv2d` behind `lax.conv_general_dilated`'s signature (for `flax.linen.Conv`), limited to what HRNet uses."""
     if (
@@ -133,8 +140,8 @@ def conv_general_dilated(
         or precision is not None
     ):
         raise ValueError(
-            "conv2d (explicit gradients) supports only undilated, ungrouped 2-D NHWC/HWIO convolutions "
+            "conv2d supports only undilated, ungrouped 2-D NHWC/HWIO convolutions "
             f"with explicit padding; got input {lhs.shape}, kernel {rhs.shape}, padding {padding!r}, "
             f"dilations {lhs_dilation}/{rhs_dilation}, groups {feature_group_count}, precision {precision}"
         )
-    return conv2d(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
+    return conv2d(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), explicit_grads)

@@ -69,7 +69,7 @@ class ConvBN(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=CONV_INIT,
-            conv_general_dilated=conv_lib.conv_general_dilated if self.explicit_conv_grads else None,
+            conv_general_dilated=functools.partial(conv_lib.conv_general_dilated, explicit_grads=self.explicit_conv_grads),
             name="conv",
         )(x)
         if self.folded:

@@ -1,4 +1,5 @@
-"""`conv.conv2d` (hand-written gradients for XLA:CPU) against XLA's own convolution and its gradients."""
+"""`conv.conv2d` (hand-written gradients for XLA:CPU, matrix products for convolutions smaller than
+their kernel) against XLA's own convolution and its gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -35,24 +36,29 @@ def value_and_grads(fn, x, w, dy):
     return (y, *vjp(dy))
 
 
+@pytest.mark.parametrize("explicit_grads", [True, False])
 @pytest.mark.parametrize("h,w_,cin,cout,k,stride,padding", CASES)
-def test_conv2d_matches_xla_value_and_gradients(h, w_, cin, cout, k, stride, padding):
+def test_conv2d_matches_xla_value_and_gradients(h, w_, cin, cout, k, stride, padding, explicit_grads):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, h, w_, cin)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, cin, cout)), jnp.float32)
     y_ref = reference(x, w, stride, padding)
     dy = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
-    ours = jax.jit(lambda x, w, dy: value_and_grads(lambda x, w: conv.conv2d(x, w, (stride, stride), padding), x, w, dy))
+    fn = lambda x, w: conv.conv2d(x, w, (stride, stride), padding, explicit_grads)  # noqa: E731
+    ours = jax.jit(lambda x, w, dy: value_and_grads(fn, x, w, dy))
     ref = jax.jit(lambda x, w, dy: value_and_grads(lambda x, w: reference(x, w, stride, padding), x, w, dy))
     for name, a, b in zip(("output", "input gradient", "weight gradient"), ours(x, w, dy), ref(x, w, dy)):
         assert a.shape == b.shape and a.dtype == b.dtype, name
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.parametrize("explicit_grads", [True, False])
 @pytest.mark.parametrize("h,w_,cin,cout,k,stride,padding", CASES)
-def test_conv2d_is_a_matrix_product_exactly_when_smaller_than_the_kernel(h, w_, cin, cout, k, stride, padding):
+def test_conv2d_is_a_matrix_product_exactly_when_smaller_than_the_kernel(h, w_, cin, cout, k, stride, padding, explicit_grads):
+    """With either kind of gradient: XLA:CPU runs such convolutions on a slow generic kernel."""
     x, w = jnp.zeros((2, h, w_, cin)), jnp.zeros((k, k, cin, cout))
-    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, w: conv.conv2d(x, w, (stride, stride), padding).sum(), (0, 1)))(x, w))
+    fn = lambda x, w: conv.conv2d(x, w, (stride, stride), padding, explicit_grads).sum()  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(jax.grad(fn, (0, 1)))(x, w))
     small = h < 5 or w_ < 5  # the CASES above
     assert conv.smaller_than_kernel(x.shape, w.shape, (stride, stride), padding) == small
     assert ("conv_general_dilated" not in jaxpr) == small
