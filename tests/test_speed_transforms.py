@@ -162,3 +162,31 @@ def test_fast_cpu_flags_keep_the_users_choice(monkeypatch):
     flags = os.environ["XLA_FLAGS"].split()
     assert flags[:2] == mine and "--xla_llvm_disable_expensive_passes=true" in flags
     assert [f for f in flags if f.startswith("--xla_cpu_experimental_ynn_fusion_type=")] == mine[1:]
+
+
+def test_scanned_layers_keep_only_their_convolution_outputs(monkeypatch):
+    """`model.repeated` stacks only convolution outputs for the backward pass (`SCAN_SAVES`) and
+    recomputes BatchNorm and ReLU: less memory than stacking everything, the same gradients."""
+    from hrnet_flax import model as model_lib
+
+    model = hf.create_model("hrnet_w18_small_v2", num_classes=5, scan=True)  # 2 blocks per branch
+    variables = randomised(hf.init_variables(model, jax.random.key(0)))
+    images = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
+
+    def loss_fn(params):
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, images, train=True, mutable=["batch_stats"]
+        )
+        return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
+
+    def compiled():  # a new function each time, so JAX traces again under the current policy
+        return jax.jit(lambda p: jax.grad(loss_fn)(p)).lower(variables["params"]).compile()
+
+    lean = compiled()
+    monkeypatch.setattr(model_lib, "SCAN_SAVES", jax.checkpoint_policies.everything_saveable)
+    full = compiled()
+    lean_mb, full_mb = (c.memory_analysis().temp_size_in_bytes / 2**20 for c in (lean, full))
+    assert lean_mb < 0.8 * full_mb, (lean_mb, full_mb)
+    g_lean, g_full = lean(variables["params"]), full(variables["params"])
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_full))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale), g_lean, g_full)
