@@ -190,3 +190,33 @@ def test_scanned_layers_keep_only_their_convolution_outputs(monkeypatch):
     g_lean, g_full = lean(variables["params"]), full(variables["params"])
     scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_full))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale), g_lean, g_full)
+
+
+def ynn_fusions_with_convolutions(hlo: str) -> int:
+    """How many of XLA:CPU's YNNPACK fusions in compiled HLO text contain a convolution."""
+    bodies = {}
+    for block in hlo.split("\n\n"):
+        header = block.strip().split(" ", 1)[0]
+        bodies[header.lstrip("%")] = block
+    called = [line.split("calls=%", 1)[1].split(",", 1)[0] for line in hlo.splitlines() if '"__ynn_fusion"' in line]
+    return sum(" convolution(" in bodies[name] for name in called)
+
+
+def test_inference_head_convolutions_stay_out_of_ynnpack_fusions(monkeypatch):
+    """The classifier's global pool is a matrix product (`model.global_average_pool`): as a
+    reduction, XLA:CPU's YNNPACK fusion (`FAST_CPU_FLAGS`) took in the head's convolutions."""
+    from hrnet_flax import model as model_lib
+
+    x = jax.random.normal(jax.random.key(1), (2, 3, 5, 7)) + 2.0
+    np.testing.assert_allclose(model_lib.global_average_pool(x), jnp.mean(x, axis=(1, 2)), rtol=1e-6)
+    model = hf.create_model("hrnet_w18_small", num_classes=10, fold_bn=True, scan=True)
+    variables = hf.init_variables(hf.create_model("hrnet_w18_small", num_classes=10), jax.random.key(0))
+    variables = hf.fold_batchnorm(hf.stack_variables(variables))
+    images = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+
+    def hlo():  # a new function each time, so JAX traces again with the current pool
+        return jax.jit(lambda v, x: model.apply(v, x)).lower(variables, images).compile().as_text()
+
+    assert ynn_fusions_with_convolutions(hlo()) == 0
+    monkeypatch.setattr(model_lib, "global_average_pool", lambda y: jnp.mean(y, axis=(1, 2)))
+    assert ynn_fusions_with_convolutions(hlo()) > 0  # the check sees the problem it guards against
