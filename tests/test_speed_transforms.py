@@ -118,15 +118,22 @@ def test_scanned_model_matches_the_plain_model_and_its_layout_round_trips(tmp_pa
         hf.stack_variables(variables)
 
 
-def test_scanned_model_trains_like_the_plain_model():
-    tiny = dict(TINY, stages=tuple(s.__class__(s.num_modules, s.block, (2,) * len(s.num_blocks), s.num_channels)
+@pytest.mark.parametrize("se", [False, True])
+def test_scanned_model_trains_like_the_plain_model(se):
+    """Scanned layers (stacked, keeping only conv outputs for the backward pass) give the plain
+    model's loss, gradients and BatchNorm statistics; with SE blocks their squeeze-excite is
+    recomputed in the backward pass too (branches widened so SE's C/16 squeeze is not empty)."""
+    widen = 4 if se else 1
+    tiny = dict(TINY, stages=tuple(s.__class__(s.num_modules, s.block, (2,) * len(s.num_blocks),
+                                               tuple(widen * c for c in s.num_channels))
                                    for s in TINY["stages"]))  # fmt: skip
     images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
     labels = jnp.array([1, 3])
     results = []
     for scan in (False, True):
-        model = hf.create_model("hrnet_w18_small", num_classes=5, scan=scan, **tiny)
+        model = hf.create_model("hrnet_w18_small", num_classes=5, scan=scan, se=se, **tiny)
         variables = randomised(hf.init_variables(model.clone(scan=False), jax.random.key(0)))
+        assert ("se" in variables["params"]["stage4_0"]["branch3_1"]) == se
         variables = hf.stack_variables(variables) if scan else variables
 
         def loss_fn(params, model=model, variables=variables):
