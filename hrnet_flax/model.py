@@ -100,10 +100,10 @@ def global_average_pool(x: jax.Array) -> jax.Array:
     (experiments/results/speed_notes.md, session 10).
     """
     n, h, w, c = x.shape
-    ones = jnp.full((h * w,), 1.0 / (h * w), x.dtype)
+    ones = jnp.ones((h * w,), x.dtype)  # exact in every dtype; the division happens in float32 or wider
     accumulate = jnp.promote_types(x.dtype, jnp.float32)
-    pooled = lax.dot_general(x.reshape(n, h * w, c), ones, (((1,), (0,)), ((), ())), preferred_element_type=accumulate)
-    return pooled.astype(x.dtype)
+    total = lax.dot_general(x.reshape(n, h * w, c), ones, (((1,), (0,)), ((), ())), preferred_element_type=accumulate)
+    return (total / (h * w)).astype(x.dtype)
 
 
 class SqueezeExcite(nn.Module):

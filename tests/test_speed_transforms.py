@@ -214,8 +214,11 @@ def test_inference_head_convolutions_stay_out_of_ynnpack_fusions(monkeypatch):
     reduction, XLA:CPU's YNNPACK fusion (`FAST_CPU_FLAGS`) took in the head's convolutions."""
     from hrnet_flax import model as model_lib
 
-    x = jax.random.normal(jax.random.key(1), (2, 3, 5, 7)) + 2.0
+    x = jax.random.normal(jax.random.key(1), (2, 3, 7, 5)) + 2.0
     np.testing.assert_allclose(model_lib.global_average_pool(x), jnp.mean(x, axis=(1, 2)), rtol=1e-6)
+    half = x.astype(jnp.bfloat16)  # summed in float32 like jnp.mean, not scaled by a rounded 1/21
+    assert model_lib.global_average_pool(half).dtype == jnp.bfloat16
+    np.testing.assert_array_equal(model_lib.global_average_pool(half), jnp.mean(half, axis=(1, 2)))
     model = hf.create_model("hrnet_w18_small", num_classes=10, fold_bn=True, scan=True)
     variables = hf.init_variables(hf.create_model("hrnet_w18_small", num_classes=10), jax.random.key(0))
     variables = hf.fold_batchnorm(hf.stack_variables(variables))
