@@ -6,7 +6,8 @@ from nbclient import NotebookClient
 from conftest import ROOT
 
 
-def test_quickstart_notebook_runs(tmp_path):
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel's `tempfile.mkdtemp()` (about 370 MB) lands here
     nb = nbformat.read(ROOT / "experiments" / "quickstart.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "\n".join(
