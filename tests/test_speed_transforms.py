@@ -220,8 +220,7 @@ def test_inference_head_convolutions_stay_out_of_ynnpack_fusions(monkeypatch):
     assert model_lib.global_average_pool(half).dtype == jnp.bfloat16
     np.testing.assert_array_equal(model_lib.global_average_pool(half), jnp.mean(half, axis=(1, 2)))
     model = hf.create_model("hrnet_w18_small", num_classes=10, fold_bn=True, scan=True)
-    variables = hf.init_variables(hf.create_model("hrnet_w18_small", num_classes=10), jax.random.key(0))
-    variables = hf.fold_batchnorm(hf.stack_variables(variables))
+    variables = hf.fold_batchnorm(hf.init_variables(model.clone(fold_bn=False), jax.random.key(0)))  # stacked
     images = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
 
     def hlo():  # a new function each time, so JAX traces again with the current pool
