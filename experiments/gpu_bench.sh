@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the speed issue in one call (at most 8 minutes on one H100/H200):
+# Every GPU measurement of the speed issue in one call (at most 9.5 minutes on one H100/H200;
+# session 11's run on an H200: experiments/results/gpu_h200/):
 #
-#     OUT=experiments/results/gpu bash experiments/gpu_bench.sh
+#     OUT=experiments/results/gpu bash experiments/gpu_bench.sh   # device call: timeout_s 590
 #
 # Runs under the machine's own python3 (jax[cuda], flax, optax, torch, timm); nothing to install.
-# Order = priority, each part time-boxed, each writes its JSON as rows complete:
-#   1. W18 fp32 batch-1 latency (target: at most 3.7 ms, half the seed's TensorRT V100 figure)
-#   2. W18 bf16 train and inference at batch 256 against timm AMP (NCHW and channels-last)
-#   3. W18 bf16 at 448 px, batch 64 (same pixels per step as 2: throughput should be about 1/4)
-#   4. W48 bf16 train and inference at batch 256
+# Order = priority; each part is time-boxed and stops at the overall deadline ($BUDGET_S seconds);
+# each writes its JSON as rows complete, and the whole log goes to $OUT/log.txt:
+#   1. W18 fp32 batch-1 latency (target: at most 3.7 ms, half the seed's TensorRT V100 figure),
+#      scanned (with timm) and plain: the first failure stops the script
+#   2. W18 bf16 train and inference at batch 256 against timm AMP (NCHW and channels-last), scanned
+#   3. W18 bf16 train at batch 256, plain model (the training loop's default off CPUs; its cold
+#      compile took over 100 s on an H200)
+#   4. W18 bf16 at 448 px, batch 64 (same pixels per step as 2: throughput should be about 1/4)
+#   5. W48 bf16 train and inference at batch 256
 set -uo pipefail
 OUT=${OUT:-experiments/results/gpu}
 PY=${PYTHON:-python3}
+BUDGET_S=${BUDGET_S:-540}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+exec > >(tee "$OUT/log.txt") 2>&1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 export HRNET_FLAX_XLA_CACHE=${HRNET_FLAX_XLA_CACHE:-/tmp/hrnet_flax_xla}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-$PY -c "import jax, flax, optax, torch, timm; print('jax', jax.__version__, 'flax', flax.__version__, 'torch', torch.__version__, 'timm', timm.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
-B="$PY experiments/benchmark.py --repeats 10 --no-unfolded"
-timeout 100 $B --variants hrnet_w18 --tasks latency --dtype float32 --out "$OUT/w18_fp32_latency.json"
-timeout 170 $B --variants hrnet_w18 --tasks train infer --dtype bfloat16 --batch 256 --out "$OUT/w18_bf16_b256.json"
-timeout 100 $B --variants hrnet_w18 --sizes 448 --tasks train infer --dtype bfloat16 --batch 64 --out "$OUT/w18_bf16_448_b64.json"
-timeout 120 $B --variants hrnet_w48 --tasks train infer --dtype bfloat16 --batch 256 --out "$OUT/w48_bf16_b256.json"
-echo "gpu_bench done"
+$PY -c "import jax, flax, optax, torch, timm; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, 'timm', timm.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
+END=$((SECONDS + BUDGET_S))
+part() {  # part SECONDS NAME ARGS...: one benchmark run, time-boxed and within the deadline
+  local box=$1 name=$2 left=$((END - SECONDS)); shift 2
+  ((left < 30)) && { echo "== $name: skipped, ${left}s left"; return 1; }
+  echo "== $name (at most $((box < left ? box : left))s, ${SECONDS}s in)"
+  timeout $((box < left ? box : left)) $PY experiments/benchmark.py --repeats 7 --no-unfolded --out "$OUT/$name.json" "$@"
+}
+part 100 w18_fp32_latency --variants hrnet_w18 --tasks latency --dtype float32 || exit 1
+part 60 w18_fp32_latency_plain --variants hrnet_w18 --tasks latency --dtype float32 --no-scan --no-timm
+part 220 w18_bf16_b256 --variants hrnet_w18 --tasks train infer --dtype bfloat16 --batch 256 --repeats 5
+part 150 w18_bf16_b256_plain --variants hrnet_w18 --tasks train --dtype bfloat16 --batch 256 --no-scan --no-timm --repeats 5
+part 70 w18_bf16_448_b64 --variants hrnet_w18 --sizes 448 --tasks train infer --dtype bfloat16 --batch 64 --no-timm
+part 110 w48_bf16_b256 --variants hrnet_w48 --tasks train infer --dtype bfloat16 --batch 256
+echo "gpu_bench done in ${SECONDS}s"

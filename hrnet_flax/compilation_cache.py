@@ -31,8 +31,13 @@ FAST_CPU_FLAGS = {
 
 
 def use_fast_cpu_flags() -> None:
-    """Add `FAST_CPU_FLAGS` to XLA_FLAGS, keeping any the user set. Takes effect only before JAX
-    starts its backend, so entry points (the CLI, experiments, tests) call it first."""
+    """Add `FAST_CPU_FLAGS` to XLA_FLAGS, keeping any the user set; nothing when $JAX_PLATFORMS
+    leaves out the CPU (another jaxlib may not know these flags, and XLA aborts on unknown ones).
+    Takes effect only before JAX starts its backend, so entry points (the CLI, experiments, tests)
+    call it first."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms and "cpu" not in platforms.lower().split(","):
+        return
     flags = os.environ.get("XLA_FLAGS", "")
     extra = [f"--{name}={value}" for name, value in FAST_CPU_FLAGS.items() if f"--{name}=" not in flags]
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()

@@ -159,6 +159,10 @@ def test_fast_cpu_flags_keep_the_users_choice(monkeypatch):
     from hrnet_flax.compilation_cache import FAST_CPU_FLAGS, use_fast_cpu_flags
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")  # another backend only: left untouched
+    use_fast_cpu_flags()
+    assert "XLA_FLAGS" not in os.environ
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
     use_fast_cpu_flags()
     assert sorted(os.environ["XLA_FLAGS"].split()) == sorted(f"--{k}={v}" for k, v in FAST_CPU_FLAGS.items())
     assert "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE" in os.environ["XLA_FLAGS"].split()
