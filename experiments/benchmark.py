@@ -12,9 +12,10 @@ sample by sample so machine noise hits both alike.
     # a GPU: bf16 compute (timm with AMP) and fp32; experiments/gpu_bench.sh runs the whole GPU set
     python experiments/benchmark.py --variants hrnet_w18 hrnet_w32 hrnet_w48 --dtype bfloat16 --batch 256
 
-Rows: `ours` (jit, identical layers scanned, `scan=True`; for inference BatchNorm folded; for
-training the training loop's step, `hrnet_flax.train`, on one device: on CPUs with
-`explicit_conv_grads=True`), `ours-bn` (inference without folding), `timm` (eager NCHW),
+Rows: `ours` (jit; for inference BatchNorm folded, identical layers scanned, as the CLI runs it;
+for training the training loop's step, `hrnet_flax.train`, on one device, scanned where the loop
+scans by default (`train.resolve_scan`: one CPU device, there with `explicit_conv_grads=True`);
+`--scan on|off` forces either), `ours-bn` (inference without folding), `timm` (eager NCHW),
 `timm-cl` (eager channels-last) and, with `--torch-compile`, `timm-compile`. Ratios are
 throughput(ours) / throughput(timm's best eager row): above 1 means we are faster.
 """
@@ -183,6 +184,18 @@ def measure(entries: dict[str, Callable], repeats: int, warmup: int, inner: int 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def resolve_scan(choice: str, task: str) -> bool:
+    """`--scan` for one row: inference always scans under auto, training as the training loop does."""
+    if choice != "auto":
+        return choice == "on"
+    if task == "infer":
+        return True
+    from hrnet_flax.train import resolve_scan as train_default
+    from hrnet_flax.train_config import TrainConfig
+
+    return train_default(TrainConfig(scan=None), jax.default_backend(), 1)
+
+
 def bench(args) -> list[dict]:
     rows = []
     cases = [c for c in [("latency", 1), ("infer", args.batch), ("train", args.batch)] if c[0] in args.tasks]
@@ -194,8 +207,9 @@ def bench(args) -> list[dict]:
                     if key == "ours-bn" and (task == "train" or args.no_unfolded):
                         continue
                     kind = "train" if task == "train" else "infer"
-                    run, compile_s, memory = ours(name, batch, size, args.dtype, kind, fold, not args.no_scan)
-                    entries[key], setup[key] = run, {"compile_s": compile_s, **memory}
+                    scan = resolve_scan(args.scan, kind)
+                    run, compile_s, memory = ours(name, batch, size, args.dtype, kind, fold, scan)
+                    entries[key], setup[key] = run, {"compile_s": compile_s, "scan": scan, **memory}
                 if not args.no_timm:
                     layouts = ["nchw", "cl"] + (["compile"] if args.torch_compile else [])
                     for layout in layouts:
@@ -296,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-unfolded", action="store_true", help="skip the BatchNorm-unfolded inference row")
     p.add_argument("--pipeline-images", type=int, default=256, help="JPEGs in the input-pipeline folder")
     p.add_argument("--pipeline-seconds", type=float, default=20.0, help="time the training pipeline this long")
-    p.add_argument("--no-scan", action="store_true", help="our rows without scanned layers (the plain model)")
+    p.add_argument("--scan", choices=["auto", "on", "off"], default="auto",
+                   help="scanned layers in our rows: auto = as the CLI (inference) and the training loop (training) do")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile (minutes to compile on CPU)")
     p.add_argument("--no-timm", action="store_true", help="ours only")
     p.add_argument("--out", help="write the rows and the machine description as JSON here")

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -19,3 +20,12 @@ def paddle_python() -> str:
     if not path.exists():
         pytest.fail(f"PaddleClas reference environment missing: {path}; run `bash setup.sh --test`")
     return str(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def library_temporary_files_under_pytest(tmp_path_factory):
+    """Temporary files that libraries make in this process (tensorflow-datasets leaves an empty
+    `tmp*tfds` folder per prepared dataset) go under pytest's base temp, not /tmp."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tempfile")))
+        yield

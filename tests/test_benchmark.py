@@ -28,4 +28,6 @@ def test_benchmark_runs_and_writes_a_table_and_json(tmp_path):
         assert row["ratio_vs_best_timm_eager"] > 0
         assert row["ours"]["compile_s"] > 0
     assert "ours-bn" in rows["infer"] and "ours-bn" not in rows["train"]
+    # `--scan auto`: the forward scanned as the CLI runs it, the step as the training loop on one CPU device
+    assert rows["infer"]["ours"]["scan"] and rows["train"]["ours"]["scan"]
     assert report["machine"]["backend"] == "cpu"
