@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from hrnet_flax.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from hrnet_flax.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 NUM_CLASSES = 10
 MEAN = np.array(IMAGENET_MEAN, np.float32)

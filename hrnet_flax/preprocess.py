@@ -103,8 +103,8 @@ PRESETS: dict[str, EvalSpec] = {
 
 
 def eval_spec(spec: Any = "timm", *, size: int | None = None) -> EvalSpec:
-    """An `EvalSpec` from a preset name, an `EvalSpec`, or a registry entry / its `eval` config
-    (any object with `size`, `crop_pct`, optional `resize_short`, `interpolation`, `mean`, `std`).
+    """An `EvalSpec` from a preset name (`PRESETS`), an `EvalSpec`, or a pretrained-registry entry
+    (its `eval`).
 
     `size` changes the crop size, keeping the preset's crop fraction (any resolution).
     """
@@ -112,22 +112,13 @@ def eval_spec(spec: Any = "timm", *, size: int | None = None) -> EvalSpec:
         if spec not in PRESETS:
             raise ValueError(f"unknown preprocessing preset {spec!r} (presets: {', '.join(PRESETS)})")
         out = PRESETS[spec]
-    elif isinstance(spec, EvalSpec):
-        out = spec
     else:
-        config = getattr(spec, "eval", spec)  # a PretrainedWeight carries its EvalConfig as `eval`
-        if not hasattr(config, "size"):
-            raise TypeError(f"cannot make an evaluation spec from {type(spec).__name__}: {spec!r}")
-        resize_short = getattr(config, "resize_short", None)
-        out = EvalSpec(
-            size=int(config.size),
-            crop_pct=getattr(config, "crop_pct", None),
-            resize_short=resize_short,
-            interpolation=getattr(config, "interpolation", "bilinear"),
-            mean=tuple(getattr(config, "mean", IMAGENET_MEAN)),
-            std=tuple(getattr(config, "std", IMAGENET_STD)),
-            style="paddle" if resize_short is not None else "timm",
-        )
+        out = getattr(spec, "eval", spec)  # a PretrainedWeight carries its EvalSpec as `eval`
+        if not isinstance(out, EvalSpec):
+            raise TypeError(
+                f"cannot make an evaluation spec from {type(spec).__name__}: {spec!r} "
+                "(give a preset name, an EvalSpec or a pretrained-registry entry)"
+            )
     if size is not None and size != out.size:
         fraction = out.size / out.short_side
         out = dataclasses.replace(out, size=size, crop_pct=fraction, resize_short=None if out.style == "timm" else int(round(size / fraction)))

@@ -19,29 +19,10 @@ import difflib
 from typing import Any
 
 from hrnet_flax.convert import export_timm, save_checkpoint  # noqa: F401  (re-exported)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from hrnet_flax.preprocess import PRESETS, EvalSpec
 
 PADDLE_BASE = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/legendary_models/"
 TIMM_BASE = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """Evaluation preprocessing: resize, center crop `size`, scale to [0, 1], normalise.
-
-    The resize makes the short side `resize_short` when given (PaddleClas: 256), else
-    `floor(size / crop_pct)` (timm); `hrnet_flax.preprocess.eval_spec` turns this into the
-    pipeline's `EvalSpec`. `interpolation` is `bilinear` or `bicubic`.
-    """
-
-    size: int
-    crop_pct: float
-    interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    resize_short: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +35,10 @@ class PretrainedWeight:
     url: str
     top1: float
     top5: float | None
-    eval: EvalConfig
+    eval: EvalSpec
     layout: str  # "paddle" or "timm" (timm/official state dict)
     source: str  # who published it
-    test_eval: EvalConfig | None = None
+    test_eval: EvalSpec | None = None
     test_top1: float | None = None
 
     @property
@@ -67,8 +48,8 @@ class PretrainedWeight:
         return f"{self.name}.{ext}"
 
 
-PADDLE_EVAL = EvalConfig(size=224, crop_pct=224 / 256, interpolation="bilinear", resize_short=256)
-TIMM_EVAL = EvalConfig(size=224, crop_pct=0.875, interpolation="bilinear")
+PADDLE_EVAL = PRESETS["paddle"]  # short side 256, center crop 224, OpenCV-style bilinear
+TIMM_EVAL = PRESETS["timm"]  # short side floor(224 / 0.875), center crop 224, PIL bilinear
 
 _PADDLE_TOP = {  # width: (top1, top5) from PaddleClas
     18: (76.92, 93.39),
@@ -124,7 +105,7 @@ def _build() -> dict[str, PretrainedWeight]:
                 top1,
                 "PaddleClas SSLD, via timm",
                 crop_pct=0.95,
-                test_eval=EvalConfig(size=288, crop_pct=1.0),
+                test_eval=EvalSpec(size=288, crop_pct=1.0),
                 test_top1=test_top1,
             )
             for w, top1, test_top1 in ((18, 81.11, 82.05), (48, 83.66, 84.48))

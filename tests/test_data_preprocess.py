@@ -65,6 +65,8 @@ def test_presets_and_registry_specs():
         eval_spec("nope")
     with pytest.raises(ValueError, match="interpolation"):
         EvalSpec(interpolation="nearest")
+    with pytest.raises(TypeError, match="cannot make an evaluation spec from dict"):
+        eval_spec({"size": 224})
 
 
 @pytest.mark.parametrize("fmt,mode", [("JPEG", None), ("JPEG", "L"), ("JPEG", "CMYK"), ("PNG", "RGBA"), ("PNG", "P"), ("BMP", None)])

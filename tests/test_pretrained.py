@@ -31,7 +31,7 @@ def test_registry_covers_every_published_weight():
         w = P.get_pretrained(name)
         assert w.arch in list_models(), name
         assert w.url.startswith("https://") and 70 < w.top1 < 90
-        assert w.eval.size in (224, 288) and 0.8 < w.eval.crop_pct <= 1.0 and w.eval.interpolation in ("bilinear", "bicubic")
+        assert w.eval.size in (224, 288) and 0.8 < w.eval.size / w.eval.short_side <= 1.0 and w.eval.interpolation in ("bilinear", "bicubic")
         assert w.layout == ("paddle" if w.url.endswith(".pdparams") else "timm")
 
 
