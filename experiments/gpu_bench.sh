@@ -10,7 +10,7 @@
 #   1. W18 fp32 batch-1 latency (target: at most 3.7 ms, half the seed's TensorRT V100 figure),
 #      scanned (with timm) and plain: the first failure stops the script
 #   2. W18 bf16 train and inference at batch 256 against timm AMP (NCHW and channels-last), as a
-#      user gets them (`--scan auto`: the plain training step, whose cold compile took over 100 s
+#      user gets them (`--scan auto`: the plain training step, whose cold compile took about 100 s
 #      on an H200; the scanned forward)
 #   3. W18 bf16 train at batch 256, scanned
 #   4. W48 bf16 train and inference at batch 256
