@@ -203,18 +203,18 @@ def bench(args) -> list[dict]:
         for size in args.sizes:
             for task, batch in cases:
                 entries, setup = {}, {}
+                kind = "train" if task == "train" else "infer"
+                scan = resolve_scan(args.scan, kind)
                 for key, fold in (("ours", True), ("ours-bn", False)):
                     if key == "ours-bn" and (task == "train" or args.no_unfolded):
                         continue
-                    kind = "train" if task == "train" else "infer"
-                    scan = resolve_scan(args.scan, kind)
                     run, compile_s, memory = ours(name, batch, size, args.dtype, kind, fold, scan)
                     entries[key], setup[key] = run, {"compile_s": compile_s, "scan": scan, **memory}
                 if not args.no_timm:
                     layouts = ["nchw", "cl"] + (["compile"] if args.torch_compile else [])
                     for layout in layouts:
                         key = {"nchw": "timm", "cl": "timm-cl", "compile": "timm-compile"}[layout]
-                        run, warm, memory = reference(name, batch, size, args.dtype, "train" if task == "train" else "infer", layout)
+                        run, warm, memory = reference(name, batch, size, args.dtype, kind, layout)
                         entries[key], setup[key] = run, {"warmup_s": warm, **memory}
                 seconds = measure(entries, args.repeats, args.warmup, args.inner)
                 row = {"variant": name, "size": size, "task": task, "batch": batch, "dtype": args.dtype}

@@ -48,9 +48,6 @@ class PretrainedWeight:
         return f"{self.name}.{ext}"
 
 
-PADDLE_EVAL = PRESETS["paddle"]  # short side 256, center crop 224, OpenCV-style bilinear
-TIMM_EVAL = PRESETS["timm"]  # short side floor(224 / 0.875), center crop 224, PIL bilinear
-
 _PADDLE_TOP = {  # width: (top1, top5) from PaddleClas
     18: (76.92, 93.39),
     30: (78.04, 94.02),
@@ -74,12 +71,12 @@ _MS_TOP1 = {  # timm's measurement of the official Microsoft weights
 
 
 def _paddle(name: str, arch: str, file: str, top1: float, top5: float) -> PretrainedWeight:
-    return PretrainedWeight(name, arch, PADDLE_BASE + file, top1, top5, PADDLE_EVAL, "paddle", "PaddleClas")
+    return PretrainedWeight(name, arch, PADDLE_BASE + file, top1, top5, PRESETS["paddle"], "paddle", "PaddleClas")
 
 
 def _timm(name: str, top1: float, source: str, **kwargs: Any) -> PretrainedWeight:
     eval_kwargs = {k: kwargs.pop(k) for k in ("crop_pct", "interpolation") if k in kwargs}
-    ev = dataclasses.replace(TIMM_EVAL, **eval_kwargs)
+    ev = dataclasses.replace(PRESETS["timm"], **eval_kwargs)
     arch = name.split(".", 1)[0]
     return PretrainedWeight(name, arch, TIMM_BASE.format(name=name), top1, None, ev, "timm", source, **kwargs)
 
