@@ -3,12 +3,12 @@
 XLA's own gradients of a convolution were most of HRNet's CPU training step: the weight
 gradient transposes both operands (and XLA fused the recomputation of whole residual chains into
 those transposes), and inside `scan` XLA:CPU runs both gradients with a slow generic kernel.
-Here the input gradient is a plain NHWC/HWIO convolution of the zero-dilated output gradient
-with the flipped kernel; the weight gradient is one matrix product for 1x1 kernels and otherwise
-an NHWC/HWIO convolution of explicitly transposed operands. Used by
-`HRNet(explicit_conv_grads=True)`. In every HRNet (either kind of gradient), a convolution whose
-input or output is spatially smaller than its kernel (the lowest branches and the head at small
-image sizes) is one matrix product of shifted views instead. Measurements in
+Here the input gradient is a plain NHWC/HWIO convolution of the output gradient with the flipped
+kernel (with a stride, one per phase of the input, interleaved); the weight gradient is one matrix
+product for 1x1 kernels and otherwise an NHWC/HWIO convolution of explicitly transposed
+operands. Used by `HRNet(explicit_conv_grads=True)`. In every HRNet (either kind of gradient), a
+convolution whose input or output is spatially smaller than its kernel (the lowest branches and
+the head at small image sizes) is one matrix product of shifted views instead. Measurements in
 experiments/results/speed_notes.md.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -95,15 +96,72 @@ def weight_grad(x: jax.Array, dy: jax.Array, kernel: tuple[int, int], strides, p
     return dw.reshape(1, 1, *dw.shape)
 
 
+def phase_taps(k: int, s: int, lo: int) -> tuple[int, int, np.ndarray]:
+    """One spatial axis of a stride-`s` convolution with a `k`-tap kernel and `lo` padding in front.
+
+    The input gradient at positions s*i + a (phase a) is a stride-1 correlation of the output
+    gradient, padded by `before`, over `window` positions; `taps[u, a]` is the kernel tap used at
+    window offset u in phase a, or -1 where the phase uses none. For s == 1 this is the flipped kernel.
+    """
+    phases = [((a + lo) % s, (a + lo) // s) for a in range(s)]  # (first tap, offset into dy)
+    counts = [-(-(k - first) // s) for first, _ in phases]
+    before = max(n - 1 - offset for (_, offset), n in zip(phases, counts))
+    window = max(offset for _, offset in phases) + before + 1
+    taps = np.full((window, s), -1)
+    for a, ((first, offset), n) in enumerate(zip(phases, counts)):
+        for u in range(window):
+            if 0 <= offset + before - u < n:
+                taps[u, a] = s * (offset + before - u) + first
+    return before, window, taps
+
+
+def _span(column: np.ndarray) -> tuple[int, int]:
+    used = np.flatnonzero(column >= 0)
+    return (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
+
+
+# Below this many input channels, a strided convolution's input gradient computes all its phases in one
+# convolution (more output channels suit Eigen's kernels, at 16/9 of the multiplies for 3x3 stride 2);
+# from it on, one convolution per phase (exactly the forward's multiplies). Speed notes, session 12.
+COMBINED_PHASES_BELOW = 64
+
+
 def input_grad(dy: jax.Array, w: jax.Array, x_shape: tuple[int, ...], strides, padding) -> jax.Array:
-    """d(loss)/d(input) as a stride-1 NHWC/HWIO convolution of the zero-dilated `dy` with the
-    flipped kernel (the canonical layout XLA:CPU runs fast, also inside `scan`)."""
-    pads = [(0, 0, 0)]
-    for d, (k, s, (lo, _)) in enumerate(zip(w.shape[:2], strides, padding), start=1):
-        before = k - 1 - lo
-        pads.append((before, x_shape[d] + k - 1 - ((dy.shape[d] - 1) * s + 1) - before, s - 1))
-    dy = lax.pad(dy, jnp.zeros((), dy.dtype), [*pads, (0, 0, 0)])
-    return _conv(dy, jnp.flip(w, (0, 1)).swapaxes(2, 3), (1, 1), ((0, 0), (0, 0)))
+    """d(loss)/d(input) as stride-1 NHWC/HWIO convolutions of `dy` (the canonical layout XLA:CPU runs
+    fast, also inside `scan`): with stride 1 one convolution with the flipped kernel; with stride s
+    one per phase of the input (rows s*i + a, columns s*j + b) with the taps that reach it,
+    interleaved afterwards, instead of one convolution of a zero-dilated `dy` (s*s times the work)."""
+    kh, kw, cin, cout = w.shape
+    (bh, nh, th), (bw, nw, tw) = (phase_taps(k, s, lo) for k, s, (lo, _) in zip((kh, kw), strides, padding))
+    (sh, sw), n = strides, dy.shape[0]
+    ih, iw = -(-x_shape[1] // sh), -(-x_shape[2] // sw)  # rows and columns per phase
+    pads = [(0, 0, 0), (bh, ih + nh - 1 - dy.shape[1] - bh, 0), (bw, iw + nw - 1 - dy.shape[2] - bw, 0), (0, 0, 0)]
+    dy = lax.pad(dy, jnp.zeros((), dy.dtype), pads)
+    valid = ((0, 0), (0, 0))
+    if sh * sw == 1:  # taps == the flipped kernel
+        return _conv(dy, jnp.flip(w, (0, 1)).swapaxes(2, 3), (1, 1), valid)
+    # kernel[u, v, :, a, b, :] = w[th[u, a], tw[v, b]].T, zero where a phase has no tap
+    used = (th[:, None, :, None] >= 0) & (tw[None, :, None, :] >= 0)
+    index = np.where(used, th[:, None, :, None] * kw + tw[None, :, None, :], kh * kw).reshape(-1)
+    flat = jnp.concatenate([w.reshape(kh * kw, cin, cout), jnp.zeros((1, cin, cout), w.dtype)])
+    kernel = flat[index].reshape(nh, nw, sh, sw, cin, cout).transpose(0, 1, 5, 2, 3, 4)
+    if cin < COMBINED_PHASES_BELOW:
+        out = _conv(dy, kernel.reshape(nh, nw, cout, sh * sw * cin), (1, 1), valid).reshape(n, ih, iw, sh, sw, cin)
+    else:
+        rows = []
+        for a in range(sh):
+            cols = []
+            for b in range(sw):
+                (u0, u1), (v0, v1) = _span(th[:, a]), _span(tw[:, b])
+                if u0 == u1 or v0 == v1:  # no tap reaches this phase (a 1x1 kernel with stride 2)
+                    cols.append(jnp.zeros((n, ih, iw, cin), dy.dtype))
+                else:
+                    part = dy[:, u0 : u1 - 1 + ih, v0 : v1 - 1 + iw]
+                    cols.append(_conv(part, kernel[u0:u1, v0:v1, :, a, b], (1, 1), valid))
+            rows.append(jnp.stack(cols, axis=3))
+        out = jnp.stack(rows, axis=3)
+    out = out.transpose(0, 1, 3, 2, 4, 5).reshape(n, ih * sh, iw * sw, cin)
+    return out[:, : x_shape[1], : x_shape[2]]
 
 
 def _bwd(strides, padding, residuals, dy):

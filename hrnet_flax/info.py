@@ -30,25 +30,50 @@ class ModelInfo:
         return 2 * self.macs
 
 
-def count(name: str, size: int = 224, num_classes: int = 1000) -> ModelInfo:
-    """Parameters and conv/dense MACs of a variant for one `size`x`size` image (no compilation)."""
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One convolution or dense layer as applied to one image: shapes without the batch axis."""
+
+    kind: str  # "conv" or "dense"
+    input_shape: tuple[int, ...]
+    kernel_shape: tuple[int, ...]  # HWIO for convolutions, (in, out) for dense
+    output_shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+
+    @property
+    def macs(self) -> int:
+        return math.prod(self.output_shape) * math.prod(self.kernel_shape[:-1])
+
+
+def layers(name: str, size: int = 224, num_classes: int = 1000) -> tuple[list[Layer], int]:
+    """Every convolution and dense layer of a variant for one `size`x`size` image, in call order,
+    and the number of trainable parameters (no compilation)."""
     model = create_model(name, num_classes=num_classes)
-    macs = []
+    found = []
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         module = context.module
         if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.Dense)):
             kernel = module.get_variable("params", "kernel")
-            per_output = math.prod(kernel.shape[:-1])  # kh*kw*cin (conv) or cin (dense)
-            macs.append(math.prod(out.shape[:-1]) * out.shape[-1] * per_output)
+            conv = isinstance(module, nn.Conv)
+            found.append(Layer(
+                "conv" if conv else "dense", tuple(args[0].shape[1:]), tuple(kernel.shape), tuple(out.shape[1:]),
+                tuple(module.strides) if conv else (), tuple(map(tuple, module.padding)) if conv else (),
+            ))  # fmt: skip
         return out
 
     image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     with nn.intercept_methods(interceptor):
         variables = jax.eval_shape(model.init, jax.random.key(0), image)
-    params = sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))
-    return ModelInfo(canonical_name(name), params, sum(macs))
+    return found, sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))
+
+
+def count(name: str, size: int = 224, num_classes: int = 1000) -> ModelInfo:
+    """Parameters and conv/dense MACs of a variant for one `size`x`size` image (no compilation)."""
+    found, params = layers(name, size, num_classes)
+    return ModelInfo(canonical_name(name), params, sum(layer.macs for layer in found))
 
 
 def table(names: list[str] | None = None, size: int = 224) -> str:

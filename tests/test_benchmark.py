@@ -31,3 +31,23 @@ def test_benchmark_runs_and_writes_a_table_and_json(tmp_path):
     # `--scan auto`: the forward scanned as the CLI runs it, the step as the training loop on one CPU device
     assert rows["infer"]["ours"]["scan"] and rows["train"]["ours"]["scan"]
     assert report["machine"]["backend"] == "cpu"
+
+
+def test_conv_layers_times_every_convolution_of_the_model(tmp_path):
+    from hrnet_flax import info
+
+    out = tmp_path / "layers.json"
+    cmd = [sys.executable, str(ROOT / "experiments" / "conv_layers.py"), "--variant", "hrnet_w18_small",
+           "--size", "64", "--batch", "2", "--repeats", "1", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    layers, _ = info.layers("hrnet_w18_small", 64)
+    convs = [layer for layer in layers if layer.kind == "conv"]
+    assert sum(row["count"] for row in report["rows"]) == len(convs)
+    assert len(report["rows"]) == len(set(convs))
+    for row in report["rows"]:
+        for who in ("ours", "torch"):
+            assert all(row[who][part] > 0 for part in ("fwd", "dx", "dw")), row
+    assert set(report["totals_ms"]) == {"ours", "torch"}
+    assert "ours, whole model (ms per batch)" in result.stdout

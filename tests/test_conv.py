@@ -2,6 +2,7 @@
 their kernel) against XLA's own convolution and its gradients."""
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,6 +20,12 @@ CASES = [
     (8, 8, 6, 5, 1, 1, ((0, 0), (0, 0))),
     (9, 7, 6, 5, 1, 2, ((0, 0), (0, 0))),
     (10, 10, 3, 4, 3, 1, ((2, 0), (0, 1))),
+    # Strided input gradients by phases (`conv.input_grad`): one convolution for all phases (thin
+    # inputs) or one per phase (from `COMBINED_PHASES_BELOW` input channels), odd sizes, 5x5 kernels.
+    (11, 10, 4, 3, 3, 2, ((2, 0), (0, 1))),
+    (8, 8, 64, 3, 3, 2, ((1, 1), (1, 1))),
+    (9, 7, 64, 5, 1, 2, ((0, 0), (0, 0))),
+    (12, 11, 3, 4, 5, 2, ((2, 2), (2, 2))),
     # Smaller than the kernel (`conv.patches_conv2d`): the input, the output, or one side only.
     (2, 2, 6, 5, 3, 2, ((1, 1), (1, 1))),
     (4, 4, 3, 4, 3, 2, ((1, 1), (1, 1))),
@@ -147,3 +154,44 @@ def test_conv2d_gradients_in_float64():
             for a, b in zip(ours, ref):
                 assert a.dtype == b.dtype == jnp.float64
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("combined", [True, False])
+@pytest.mark.parametrize(
+    "h,w_,k,stride,padding",
+    [(8, 8, 3, 2, ((1, 1), (1, 1))), (9, 7, 3, 2, ((1, 1), (1, 1))), (9, 8, 1, 2, ((0, 0), (0, 0))),
+     (12, 12, 3, 3, ((1, 1), (1, 1))), (10, 9, 2, 2, ((0, 0), (1, 0))), (11, 10, 5, 2, ((2, 1), (0, 2)))],
+)
+def test_strided_input_gradient_by_phases_is_exact(h, w_, k, stride, padding, combined, monkeypatch):
+    """In float64, both ways of computing the phases (one convolution, or one per phase) against XLA."""
+    monkeypatch.setattr(conv, "COMBINED_PHASES_BELOW", 10**6 if combined else 0)
+    rng = np.random.default_rng(4)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(2, h, w_, 3)), jnp.float64)
+        w = jnp.asarray(rng.normal(size=(k, k, 3, 4)), jnp.float64)
+        y, vjp = jax.vjp(lambda x: reference(x, w, stride, padding), x)
+        dy = jnp.asarray(rng.normal(size=y.shape), jnp.float64)
+        ours = conv.input_grad(dy, w, x.shape, (stride, stride), padding)
+        np.testing.assert_allclose(ours, vjp(dy)[0], rtol=1e-12, atol=1e-12)
+
+
+def _conv_macs(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            (kernel,), (out,) = eqn.invars[1:], eqn.outvars
+            total += np.prod(out.aval.shape) * np.prod(kernel.aval.shape[:-1])
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            total += _conv_macs(sub)
+    return total
+
+
+@pytest.mark.parametrize("cin,limit", [(8, 16 / 9), (64, 1.0)])
+def test_strided_input_gradient_does_no_more_work_than_the_forward(cin, limit):
+    """A zero-dilated dy would cost 4x the forward's multiply-adds for stride 2; the phases cost 1x
+    (one convolution per phase) or 16/9 (all phases in one, below `COMBINED_PHASES_BELOW` channels)."""
+    x, w, pad = jnp.zeros((2, 16, 16, cin)), jnp.zeros((3, 3, cin, 8)), ((1, 1), (1, 1))
+    forward = _conv_macs(jax.make_jaxpr(lambda x: conv.conv2d(x, w, (2, 2), pad))(x).jaxpr)
+    dy = jnp.zeros((2, 8, 8, 8))
+    backward = _conv_macs(jax.make_jaxpr(lambda dy: conv.input_grad(dy, w, x.shape, (2, 2), pad))(dy).jaxpr)
+    assert backward == pytest.approx(limit * forward)
