@@ -4,7 +4,7 @@ Ours is `hrnet_flax.conv.conv2d` with the hand-written gradients that the scanne
 uses (each part jitted on its own); PyTorch's is `conv2d` and `convolution_backward`, channels-last,
 timed in the same run and alternating with ours. Each row is one layer shape with how often the
 model applies it; the totals weight each row by that count. It shows which layers hold the training
-step's convolution time and where XLA:CPU's kernels trail PyTorch's (about 15 minutes for W18):
+step's convolution time and where XLA:CPU's kernels trail PyTorch's (about a minute for W18):
 
     .venv/bin/python experiments/conv_layers.py --variant hrnet_w18 --out experiments/results/conv_layers_w18.json
 """
@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmark import machine  # experiments/benchmark.py, beside this script
 from hrnet_flax import conv, info
 from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags
 
@@ -153,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(rows))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        report = {"args": vars(args), "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                  "totals_ms": totals(rows), "rows": rows}  # fmt: skip
+        report = {"machine": machine(), "args": vars(args), "totals_ms": totals(rows), "rows": rows}
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)
     return 0

@@ -49,5 +49,5 @@ def test_conv_layers_times_every_convolution_of_the_model(tmp_path):
     for row in report["rows"]:
         for who in ("ours", "torch"):
             assert all(row[who][part] > 0 for part in ("fwd", "dx", "dw")), row
-    assert set(report["totals_ms"]) == {"ours", "torch"}
+    assert set(report["totals_ms"]) == {"ours", "torch"} and report["machine"]["backend"] == "cpu"
     assert "ours, whole model (ms per batch)" in result.stdout
