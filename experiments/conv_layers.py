@@ -57,7 +57,9 @@ def reference(layer: info.Layer, batch: int) -> dict[str, Callable[[], object]]:
     x = torch.randn(batch, cin, h, w_).contiguous(memory_format=cl)
     w = torch.randn(cout, cin, kh, kw).contiguous(memory_format=cl)
     dy = torch.randn(batch, cout, *layer.output_shape[:2]).contiguous(memory_format=cl)
-    stride, pad = list(layer.strides), [lo for lo, _ in layer.padding]  # symmetric in HRNet
+    if any(lo != hi for lo, hi in layer.padding):
+        raise ValueError(f"PyTorch's conv2d pads symmetrically; this layer has padding {layer.padding} ({layer})")
+    stride, pad = list(layer.strides), [lo for lo, _ in layer.padding]
     backward = torch.ops.aten.convolution_backward
 
     def grad(mask):
