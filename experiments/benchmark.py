@@ -41,6 +41,11 @@ import numpy as np  # noqa: E402
 import hrnet_flax as hf  # noqa: E402
 from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags  # noqa: E402
 
+# On import, before JAX starts its backend, so a script that imports this module and times `ours`
+# (or experiments/conv_layers.py) runs what the entry points run: without these flags XLA:CPU puts
+# convolutions on YNNPACK and an A/B comparison measures the wrong kernels (speed notes, session 13).
+use_fast_cpu_flags()
+
 
 def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
@@ -296,7 +301,8 @@ def machine() -> dict:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also checked against `gpu_bench.sh`'s runs by the tests)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=["hrnet_w18", "hrnet_w32", "hrnet_w48"])
     p.add_argument("--sizes", nargs="+", type=int, default=[224])
@@ -315,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile (minutes to compile on CPU)")
     p.add_argument("--no-timm", action="store_true", help="ours only")
     p.add_argument("--out", help="write the rows and the machine description as JSON here")
-    args = p.parse_args(argv)
-    use_fast_cpu_flags()  # before JAX starts its backend
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.batch is None:
         args.batch = 256 if jax.default_backend() == "gpu" else 16
     if args.inner is None:

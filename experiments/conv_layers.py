@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmark import machine  # experiments/benchmark.py, beside this script
+from benchmark import machine  # experiments/benchmark.py, beside this script (sets the fast CPU flags)
 from hrnet_flax import conv, info
-from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags
+from hrnet_flax.compilation_cache import enable_compilation_cache
 
 PARTS = ("fwd", "dx", "dw")
 
@@ -149,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true", help="ours only")
     p.add_argument("--out", help="write the rows, totals and the machine as JSON here")
     args = p.parse_args(argv)
-    use_fast_cpu_flags()  # before JAX starts its backend
     enable_compilation_cache()
     rows = bench(args)
     print()

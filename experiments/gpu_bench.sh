@@ -15,6 +15,9 @@
 #   3. W18 bf16 train at batch 256, scanned
 #   4. W48 bf16 train and inference at batch 256
 #   5. W18 bf16 at 448 px, batch 64 (same pixels per step as 2: throughput should be about 1/4)
+#   6. W18 fp32 batch-1 latency again, with XLA's command buffers (CUDA graphs) for every kind of
+#      command it offers (loops included), down to one-operation graphs: session 11's 9.7 ms looked
+#      like several hundred kernels at about 15 us each, i.e. launches rather than arithmetic
 set -uo pipefail
 OUT=${OUT:-experiments/results/gpu}
 PY=${PYTHON:-python3}
@@ -38,4 +41,6 @@ part 260 w18_bf16_b256 --variants hrnet_w18 --tasks train infer --dtype bfloat16
 part 100 w18_bf16_b256_scanned --variants hrnet_w18 --tasks train --dtype bfloat16 --batch 256 --scan on --no-timm --repeats 5
 part 110 w48_bf16_b256 --variants hrnet_w48 --tasks train infer --dtype bfloat16 --batch 256 --repeats 5
 part 70 w18_bf16_448_b64 --variants hrnet_w18 --sizes 448 --tasks train infer --dtype bfloat16 --batch 64 --no-timm --repeats 5
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONDITIONAL,WHILE --xla_gpu_graph_min_graph_size=1" \
+  part 60 w18_fp32_latency_graphs --variants hrnet_w18 --tasks latency --dtype float32 --no-timm
 echo "gpu_bench done in ${SECONDS}s"

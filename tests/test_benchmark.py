@@ -1,7 +1,10 @@
 """The benchmark runs end to end at a tiny size (speed itself is never asserted in tests)."""
 
+import importlib.util
 import json
+import os
 import pathlib
+import shlex
 import subprocess
 import sys
 
@@ -51,3 +54,58 @@ def test_conv_layers_times_every_convolution_of_the_model(tmp_path):
             assert all(row[who][part] > 0 for part in ("fwd", "dx", "dw")), row
     assert set(report["totals_ms"]) == {"ours", "torch"} and report["machine"]["backend"] == "cpu"
     assert "ours, whole model (ms per batch)" in result.stdout
+
+
+def test_importing_the_benchmark_sets_the_fast_cpu_flags():
+    """A script that imports benchmark.py (or conv_layers.py) and times `ours` gets the entry points' flags."""
+    from hrnet_flax.compilation_cache import FAST_CPU_FLAGS
+
+    code = "import os, sys; sys.path.insert(0, 'experiments'); import conv_layers; print(os.environ['XLA_FLAGS'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name, value in FAST_CPU_FLAGS.items():
+        assert f"--{name}={value}" in result.stdout
+
+
+def _gpu_bench_runs() -> list[tuple[dict, list[str]]]:
+    """(environment assignments, benchmark arguments) of every `part` in experiments/gpu_bench.sh."""
+    script = (ROOT / "experiments" / "gpu_bench.sh").read_text().replace("\\\n", " ")
+    runs, fixed = [], None
+    for line in script.splitlines():
+        words = shlex.split(line, comments=True)
+        if "experiments/benchmark.py" in words and words[-1] == "$@":  # inside `part`: its own arguments
+            fixed = words[words.index("experiments/benchmark.py") + 1 : -1]
+        env = {}
+        while words and "=" in words[0] and words[0].split("=")[0].isidentifier():
+            name, value = words.pop(0).split("=", 1)
+            env[name] = value.replace("${XLA_FLAGS:-}", "").strip()
+        if words[:1] == ["part"]:
+            box, name, *args = words[1:]
+            assert fixed, "the benchmark call inside `part` comes first"
+            args = args[: args.index("||")] if "||" in args else args
+            runs.append((env, [*fixed, *args]))
+            assert int(box) > 0, line
+    return runs
+
+
+def test_gpu_bench_runs_parse_as_benchmark_arguments():
+    """The GPU script cannot run here; its shell syntax, every run's arguments and its XLA flags can be checked."""
+    assert subprocess.run(["bash", "-n", str(ROOT / "experiments" / "gpu_bench.sh")]).returncode == 0
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "experiments" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    runs = _gpu_bench_runs()
+    assert len(runs) >= 7, runs
+    tasks = set()
+    for env, args in runs:
+        parsed = benchmark.parser().parse_args(args)  # SystemExit on an unknown or malformed argument
+        tasks.update(parsed.tasks)
+    assert tasks == {"latency", "train", "infer"}
+    flags = {env["XLA_FLAGS"] for env, _ in runs if "XLA_FLAGS" in env}
+    assert flags, "the command-buffer latency run sets XLA_FLAGS"
+    for value in flags:  # XLA parses every backend's flags, and aborts on a misspelt one
+        env = {**os.environ, "XLA_FLAGS": value, "JAX_PLATFORMS": "cpu"}
+        result = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.ones(1).block_until_ready()"],
+                                env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, (value, result.stderr[-2000:])
