@@ -47,7 +47,8 @@ from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_
 use_fast_cpu_flags()
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of `fn` takes."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -140,7 +141,7 @@ def reference(name: str, batch: int, size: int, dtype: str, task: str, layout: s
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    warm = _timed(run)  # first call: torch.compile's compilation, cudnn autotuning
+    warm = timed(run)  # first call: torch.compile's compilation, cudnn autotuning
     memory = {"peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device == "cuda" else {}
     return run, warm, memory
 
@@ -185,7 +186,7 @@ def measure(entries: dict[str, Callable], repeats: int, warmup: int, inner: int 
     times = {k: [] for k in entries}
     for _ in range(repeats):
         for key, run in entries.items():
-            times[key].append(_timed(lambda: [run() for _ in range(inner)]) / inner)
+            times[key].append(timed(lambda: [run() for _ in range(inner)]) / inner)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -303,7 +304,7 @@ def machine() -> dict:
 
 def parser() -> argparse.ArgumentParser:
     """The command line (also checked against `gpu_bench.sh`'s runs by the tests)."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)  # no silent prefixes
     p.add_argument("--variants", nargs="+", default=["hrnet_w18", "hrnet_w32", "hrnet_w48"])
     p.add_argument("--sizes", nargs="+", type=int, default=[224])
     p.add_argument("--batch", type=int, default=None, help="throughput batch (default: 16 on CPU, 256 on GPU)")

@@ -17,14 +17,13 @@ import json
 import os
 import statistics
 import sys
-import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmark import machine  # experiments/benchmark.py, beside this script (sets the fast CPU flags)
+from benchmark import machine, timed  # experiments/benchmark.py, beside this script (sets the fast CPU flags)
 from hrnet_flax import conv, info
 from hrnet_flax.compilation_cache import enable_compilation_cache
 
@@ -73,12 +72,6 @@ def reference(layer: info.Layer, batch: int) -> dict[str, Callable[[], object]]:
     return {"fwd": fwd, "dx": lambda: grad([True, False, False]), "dw": lambda: grad([False, True, False])}
 
 
-def sample_ms(run: Callable[[], object], samples: list[float]) -> None:
-    start = time.perf_counter()
-    run()
-    samples.append(1e3 * (time.perf_counter() - start))
-
-
 def bench(args: argparse.Namespace) -> list[dict]:
     layers, _ = info.layers(args.variant, args.size)
     convs = collections.Counter(layer for layer in layers if layer.kind == "conv")
@@ -94,7 +87,7 @@ def bench(args: argparse.Namespace) -> list[dict]:
         for _ in range(args.repeats):
             for who, runs in entries.items():
                 for part, run in runs.items():
-                    sample_ms(run, times[who, part])
+                    times[who, part].append(1e3 * timed(run))
         row = {
             "input": layer.input_shape, "kernel": layer.kernel_shape, "stride": layer.strides[0], "count": count,
             "gmacs": args.batch * layer.macs / 1e9,
@@ -141,7 +134,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--variant", default="hrnet_w18")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batch", type=int, default=16)

@@ -8,6 +8,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -102,6 +104,8 @@ def test_gpu_bench_runs_parse_as_benchmark_arguments():
         parsed = benchmark.parser().parse_args(args)  # SystemExit on an unknown or malformed argument
         tasks.update(parsed.tasks)
     assert tasks == {"latency", "train", "infer"}
+    with pytest.raises(SystemExit):  # an abbreviated option is refused, not read as the full name
+        benchmark.parser().parse_args(["--variant", "hrnet_w18"])
     flags = {env["XLA_FLAGS"] for env, _ in runs if "XLA_FLAGS" in env}
     assert flags, "the command-buffer latency run sets XLA_FLAGS"
     for value in flags:  # XLA parses every backend's flags, and aborts on a misspelt one
