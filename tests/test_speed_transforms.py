@@ -83,9 +83,7 @@ def test_remat_gives_the_same_loss_and_gradients():
     (l0, g0), (l1, g1) = results
     assert l0.dtype == jnp.float64 and all(g.dtype == jnp.float64 for g in jax.tree.leaves(g1))
     np.testing.assert_allclose(l1, l0, rtol=1e-7)
-    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(g0))
-    err = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)))
-    assert err < 1e-6 * scale, f"gradients differ by {err / scale:.2g} of their largest value (measured 0 and 2.4e-15)"
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g0, g1)  # measured: 0 and 2.4e-15
 
 
 def test_scanned_model_matches_the_plain_model_and_its_layout_round_trips(tmp_path):
