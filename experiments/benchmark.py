@@ -8,13 +8,13 @@ sample by sample so machine noise hits both alike.
 
     # these 2-core CPU machines (about 15 minutes for W18; nothing else may run meanwhile);
     # the `pipeline` task (tf.data rates, needs TensorFlow) runs on CPU machines only
-    .venv/bin/python experiments/benchmark.py --variants hrnet_w18 --out experiments/results/cpu.json
+    .venv/bin/python experiments/benchmark.py --variants hrnet_w18 --out experiments/results/cpu-2core-avx512_w18_$(date +%F).json
     # a GPU: bf16 compute (timm with AMP) and fp32; experiments/gpu_bench.sh runs the whole GPU set
     python experiments/benchmark.py --variants hrnet_w18 hrnet_w32 hrnet_w48 --dtype bfloat16 --batch 256
 
 Rows: `ours` (jit; for inference BatchNorm folded, identical layers scanned, as the CLI runs it;
-for training the training loop's step, `hrnet_flax.train`, on one device, scanned where the loop
-scans by default (`train.resolve_scan`: one CPU device, there with `explicit_conv_grads=True`);
+for training the training loop's step, `hrnet_flax.train.loop`, on one device, scanned where the loop
+scans by default (`runtime.speed_options`: one CPU device, there with `explicit_conv_grads=True`);
 `--scan on|off` forces either), `ours-bn` (inference without folding), `timm` (eager NCHW),
 `timm-cl` (eager channels-last) and, with `--torch-compile`, `timm-compile`. Ratios are
 throughput(ours) / throughput(timm's best eager row): above 1 means we are faster.
@@ -39,11 +39,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import hrnet_flax as hf  # noqa: E402
-from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags  # noqa: E402
+from hrnet_flax.runtime import enable_compilation_cache, use_fast_cpu_flags  # noqa: E402
 
 # On import, before JAX starts its backend, so a script that imports this module and times `ours`
 # (or experiments/conv_layers.py) runs what the entry points run: without these flags XLA:CPU puts
-# convolutions on YNNPACK and an A/B comparison measures the wrong kernels (speed notes, session 13).
+# convolutions on YNNPACK and an A/B comparison measures the wrong kernels (measured on a 2-core
+# AVX-512 machine: a per-tap weight gradient made the W18 step 22% faster under XLA's defaults and
+# 14% slower under these flags; docs/performance.md).
 use_fast_cpu_flags()
 
 
@@ -73,10 +75,11 @@ def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool, sc
         def run():
             compiled(state, images).block_until_ready()
 
-    else:  # the training loop's own step (hrnet_flax.train) on one device: SGD, momentum, L2
-        from hrnet_flax.optim import create_optimizer
-        from hrnet_flax.train import build_model, create_train_state, global_batch, make_mesh, make_train_step
-        from hrnet_flax.train_config import TrainConfig
+    else:  # the training loop's own step (hrnet_flax.train.step) on one device: SGD, momentum, L2
+        from hrnet_flax.train.optim import create_optimizer
+        from hrnet_flax.parallel import global_batch, make_mesh
+        from hrnet_flax.train.config import TrainConfig
+        from hrnet_flax.train.step import build_model, create_train_state, make_train_step
 
         config = TrainConfig(model=name, dtype=dtype, dataset="synthetic", image_size=size, global_batch_size=batch,
                              train_examples=batch, epochs=1, scan=scan)  # fmt: skip
@@ -196,10 +199,9 @@ def resolve_scan(choice: str, task: str) -> bool:
         return choice == "on"
     if task == "infer":
         return True
-    from hrnet_flax.train import resolve_scan as train_default
-    from hrnet_flax.train_config import TrainConfig
+    from hrnet_flax.runtime import speed_options
 
-    return train_default(TrainConfig(scan=None), jax.default_backend(), 1)
+    return speed_options(None, num_devices=1)["scan"]
 
 
 def bench(args) -> list[dict]:
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.inner is None:
         args.inner = 10 if jax.default_backend() == "gpu" else 1
     for size in args.sizes:
-        hf.model.check_image_size((1, size, size, 3))
+        hf.models.hrnet.check_image_size((1, size, size, 3))
     enable_compilation_cache()
     rows = bench(args)
     print()

@@ -1,12 +1,12 @@
 """Every distinct convolution of an HRNet, timed alone against PyTorch's, forward and both gradients.
 
-Ours is `hrnet_flax.conv.conv2d` with the hand-written gradients that the scanned CPU training step
+Ours is `hrnet_flax.models.conv.conv2d` with the hand-written gradients that the scanned CPU training step
 uses (each part jitted on its own); PyTorch's is `conv2d` and `convolution_backward`, channels-last,
 timed in the same run and alternating with ours. Each row is one layer shape with how often the
 model applies it; the totals weight each row by that count. It shows which layers hold the training
 step's convolution time and where XLA:CPU's kernels trail PyTorch's (about a minute for W18):
 
-    .venv/bin/python experiments/conv_layers.py --variant hrnet_w18 --out experiments/results/conv_layers_w18.json
+    .venv/bin/python experiments/conv_layers.py --variant hrnet_w18 --out experiments/results/cpu-2core-avx512_conv-layers-w18_$(date +%F).json
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmark import machine, timed  # experiments/benchmark.py, beside this script (sets the fast CPU flags)
-from hrnet_flax import conv, info
-from hrnet_flax.compilation_cache import enable_compilation_cache
+from hrnet_flax.models import conv
+from hrnet_flax.models import info
+from hrnet_flax.runtime import enable_compilation_cache
 
 PARTS = ("fwd", "dx", "dw")
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the speed issue in one call (at most 9.5 minutes on one H100/H200;
-# session 11's run on an H200: experiments/results/gpu_h200/):
+# Every GPU measurement in one call (at most 9.5 minutes on one H100/H200; results and their
+# reading: docs/performance.md; the H200 run of 2026-11-30: experiments/results/gpu-h200_2026-11-30/):
 #
-#     OUT=experiments/results/gpu bash experiments/gpu_bench.sh   # device call: timeout_s 590
+#     bash experiments/gpu_bench.sh       # writes experiments/results/gpu_<date>/ (or $OUT); device call: timeout_s 590
+#
+# Rename a kept run's folder to gpu-<model>_<date>, e.g. gpu-h200_2026-11-30.
 #
 # Runs under the machine's own python3 (jax[cuda], flax, optax, torch, timm); nothing to install.
 # Order = priority; each part is time-boxed and stops at the overall deadline ($BUDGET_S seconds);
@@ -16,10 +18,11 @@
 #   4. W48 bf16 train and inference at batch 256
 #   5. W18 bf16 at 448 px, batch 64 (same pixels per step as 2: throughput should be about 1/4)
 #   6. W18 fp32 batch-1 latency again, with XLA's command buffers (CUDA graphs) for every kind of
-#      command it offers (loops included), down to one-operation graphs: session 11's 9.7 ms looked
-#      like several hundred kernels at about 15 us each, i.e. launches rather than arithmetic
+#      command it offers (loops included), down to one-operation graphs: the 9.7 ms measured on an
+#      H200 (2026-11-30) looks like several hundred kernels at about 15 us each, i.e. launches
+#      rather than arithmetic
 set -uo pipefail
-OUT=${OUT:-experiments/results/gpu}
+OUT="${OUT:-experiments/results/gpu_$(date +%F)}"
 PY=${PYTHON:-python3}
 BUDGET_S=${BUDGET_S:-540}
 mkdir -p "$OUT"

@@ -46,9 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         jax.distributed.initialize(
             coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
         )
-    from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags
-    from hrnet_flax.train import summary_line, train_and_evaluate
-    from hrnet_flax.train_config import load_config
+    from hrnet_flax.runtime import enable_compilation_cache, use_fast_cpu_flags
+    from hrnet_flax.train import load_config, summary_line, train_and_evaluate
 
     use_fast_cpu_flags()
 

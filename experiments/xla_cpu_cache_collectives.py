@@ -1,4 +1,4 @@
-"""Checks the XLA:CPU fault behind `train.resolve_scan`: a program with all-reduces inside loops,
+"""Checks the XLA:CPU fault behind `runtime.speed_options`: a program with all-reduces inside loops,
 run on several CPU devices, gives wrong results once it is loaded from the persistent compilation
 cache (a freshly compiled one does not).
 
@@ -8,9 +8,10 @@ It runs the same small program (six independent `lax.scan`s with a `pmean` in ea
 gradients, top-level `pmean`s; `shard_map` over 4 forced CPU devices) in fresh processes: first
 compiling with the cache emptied each time, then loading it from the cache. Each process calls
 the program `--reps` times and counts the results that differ from the first compiled one. With
-jax 0.10.2 on this project's 2-core machine (defaults, 5.5 minutes), the 4 cache-loading processes
-returned 4, 3, 1 and 5 wrong values of 100 calls, the 4 compiling processes none. If a newer
-jaxlib gives no wrong values for cached runs, `train.resolve_scan`'s restriction may be lifted.
+jax 0.10.2 on a 2-core AVX-512 machine (defaults, 5.5 minutes; measured 2026-11-29), the 4
+cache-loading processes returned 4, 3, 1 and 5 wrong values of 100 calls, the 4 compiling
+processes none. If a newer jaxlib gives no wrong values for cached runs, `runtime.speed_options`'s
+restriction may be lifted. Background: docs/performance.md (XLA:CPU caveats).
 """
 
 import argparse

@@ -18,7 +18,7 @@ def add_info(sub) -> None:
 
 
 def run_info(args) -> int:
-    from hrnet_flax import info
+    from hrnet_flax.models import info
 
     print(info.table(args.names or None, args.size))
     return 0
@@ -39,7 +39,8 @@ def run_forward(args) -> int:
     import jax
     import jax.numpy as jnp
 
-    from hrnet_flax import create_model, init_variables
+    from hrnet_flax.models.initialization import init_variables
+    from hrnet_flax.models.registry import create_model
 
     model = create_model(args.name, dtype=jnp.dtype(args.dtype), scan=True)  # inference: compiles faster
     images = jax.random.normal(jax.random.key(0), (args.batch_size, args.size, args.size, 3))
@@ -65,7 +66,7 @@ def add_convert(sub) -> None:
 
 
 def run_convert(args) -> int:
-    from hrnet_flax.convert import convert
+    from hrnet_flax.weights.pretrained import convert
 
     arch = convert(args.src, args.dst, arch=args.arch, num_classes=args.num_classes, to=args.to)
     print(f"{args.src} -> {args.dst} ({arch}, {args.to} layout)")
@@ -87,7 +88,31 @@ def add_eval(sub) -> None:
     p.add_argument("--manual-dir", help="folder with ILSVRC2012_img_train.tar / ILSVRC2012_img_val.tar to prepare from")
     p.add_argument("--split", default="validation")
     p.add_argument("--batch-size", type=int, default=64, help="per process")
-    p.set_defaults(run=lambda args: __import__("hrnet_flax.evaluate", fromlist=["run_cli"]).run_cli(args))
+    p.set_defaults(run=run_eval)
+
+
+def run_eval(args) -> int:
+    """Prints a progress bar, then one JSON line of metrics."""
+    import json
+
+    from hrnet_flax.data import DataSource, eval_dataset
+    from hrnet_flax.evaluate import evaluate
+    from hrnet_flax.weights.pretrained import default_spec, load_pretrained
+
+    source = DataSource(args.data_dir, "imagenet" if args.manual_dir else "auto", args.manual_dir)
+    spec = args.preset or default_spec(args.model)
+    batches = eval_dataset(source, batch_size_per_process=args.batch_size, spec=spec, image_size=args.size, split=args.split)
+    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes, scan=True)
+    print(
+        f"evaluating {args.model} on {batches.total_examples} images of {args.data_dir} ({args.split}), "
+        f"preprocessing {batches.spec}",
+        file=sys.stderr,
+    )
+    result = evaluate(model, variables, batches, progress=True)
+    if batches.unreadable:
+        print(f"{len(batches.unreadable)} unreadable image(s) skipped: {', '.join(batches.unreadable)}", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
 
 
 def add_predict(sub) -> None:
@@ -95,7 +120,22 @@ def add_predict(sub) -> None:
     _add_model_args(p)
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     p.add_argument("--top-k", type=int, default=5)
-    p.set_defaults(run=lambda args: __import__("hrnet_flax.predict", fromlist=["run_cli"]).run_cli(args))
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args) -> int:
+    """Top-k class names with probabilities for each image."""
+    from hrnet_flax.predict import predict
+    from hrnet_flax.weights.pretrained import default_spec, load_pretrained
+
+    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes, scan=True)
+    spec = args.preset or default_spec(args.model)
+    results = predict(model, variables, args.images, spec=spec, size=args.size, k=args.top_k)
+    for path, best in zip(args.images, results):
+        print(path)
+        for name, prob in best:
+            print(f"  {prob:7.2%}  {name}")
+    return 0
 
 
 def add_demo(sub) -> None:
@@ -111,9 +151,7 @@ def run_demo(args) -> int:
     import tempfile
     import time
 
-    from hrnet_flax.demo_data import demo_config
-    from hrnet_flax.train import summary_line, train_and_evaluate
-    from hrnet_flax.train_config import apply_overrides
+    from hrnet_flax.train import apply_overrides, demo_config, summary_line, train_and_evaluate
 
     config = apply_overrides(demo_config(), args.set)
     workdir = args.workdir or tempfile.mkdtemp(prefix="hrnet_flax_demo_")
@@ -132,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     for add in COMMANDS:
         add(sub)
     args = parser.parse_args(argv)
-    from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags
+    from hrnet_flax.runtime import enable_compilation_cache, use_fast_cpu_flags
 
     use_fast_cpu_flags()
     enable_compilation_cache()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from hrnet_flax.data.sources import imagenet_class_names
 
 
 class UnreadableImageError(ValueError):
@@ -36,18 +37,11 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
 
 def preprocess(images: Sequence[np.ndarray], spec: Any = "timm", *, size: int | None = None) -> np.ndarray:
     """float32 [N, S, S, 3]: the same evaluation preprocessing as `data.eval_dataset`."""
-    from hrnet_flax.preprocess import eval_image, eval_spec, tf
+    from hrnet_flax.data.preprocess import eval_image, eval_spec, tf
 
     spec = eval_spec(spec, size=size)
     t = tf()
     return np.stack([eval_image(t.constant(image), spec).numpy() for image in images])
-
-
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k classes in label order, as `<WordNet id> <lemmas>`
-    (e.g. `n01440764 tench, Tinca tinca`), from the package's `imagenet_classes.tsv`."""
-    text = (pathlib.Path(__file__).parent / "imagenet_classes.tsv").read_text()
-    return [line.replace("\t", " ", 1) for line in text.splitlines()]
 
 
 def top_k(logits: np.ndarray, k: int, names: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
@@ -84,18 +78,3 @@ def predict(
     if names is not None and len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a model with {num_classes} classes")
     return top_k(np.asarray(logits), k, names)
-
-
-def run_cli(args: Any) -> int:
-    """`hrnet-flax predict`: top-k class names with probabilities for each image."""
-    from hrnet_flax.evaluate import default_spec
-    from hrnet_flax.pretrained import load_pretrained
-
-    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes, scan=True)
-    spec = args.preset or default_spec(args.model)
-    results = predict(model, variables, args.images, spec=spec, size=args.size, k=args.top_k)
-    for path, best in zip(args.images, results):
-        print(path)
-        for name, prob in best:
-            print(f"  {prob:7.2%}  {name}")
-    return 0

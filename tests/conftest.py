@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from hrnet_flax.compilation_cache import enable_compilation_cache, use_fast_cpu_flags
+from hrnet_flax.runtime import enable_compilation_cache, use_fast_cpu_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 use_fast_cpu_flags()  # before any test starts JAX's backend; subprocesses inherit it

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hrnet_flax.config import ARCHS
-from hrnet_flax.convert import ref_shape
-from hrnet_flax.layouts import key_table
+from hrnet_flax.models.config import ARCHS
+from hrnet_flax.weights.convert import ref_shape
+from hrnet_flax.weights.layouts import key_table
 
 TOLERANCE = 1e-4
 

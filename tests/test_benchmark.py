@@ -39,7 +39,7 @@ def test_benchmark_runs_and_writes_a_table_and_json(tmp_path):
 
 
 def test_conv_layers_times_every_convolution_of_the_model(tmp_path):
-    from hrnet_flax import info
+    from hrnet_flax.models import info
 
     out = tmp_path / "layers.json"
     cmd = [sys.executable, str(ROOT / "experiments" / "conv_layers.py"), "--variant", "hrnet_w18_small",
@@ -60,7 +60,7 @@ def test_conv_layers_times_every_convolution_of_the_model(tmp_path):
 
 def test_importing_the_benchmark_sets_the_fast_cpu_flags():
     """A script that imports benchmark.py (or conv_layers.py) and times `ours` gets the entry points' flags."""
-    from hrnet_flax.compilation_cache import FAST_CPU_FLAGS
+    from hrnet_flax.runtime import FAST_CPU_FLAGS
 
     code = "import os, sys; sys.path.insert(0, 'experiments'); import conv_layers; print(os.environ['XLA_FLAGS'])"
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}

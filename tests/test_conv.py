@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from hrnet_flax import conv
-from hrnet_flax.initialization import init_variables
-from hrnet_flax.registry import create_model
+from hrnet_flax.models import conv
+from hrnet_flax.models.initialization import init_variables
+from hrnet_flax.models.registry import create_model
 
 # (input H, W, Cin, Cout, kernel, stride, padding): HRNet's kinds plus odd sizes and asymmetric padding.
 CASES = [

@@ -13,11 +13,11 @@ from convert_support import synthetic_state_dict
 from safetensors.numpy import save_file
 
 from hrnet_flax import load_pretrained
-from hrnet_flax.checkpoint_io import CheckpointError, read_pdparams
-from hrnet_flax.config import ARCHS
-from hrnet_flax.convert import detect_arch, detect_layout, from_variables, save_checkpoint, to_variables
-from hrnet_flax.layouts import fuse_index, key_table
-from hrnet_flax.pretrained import get_pretrained
+from hrnet_flax.weights.checkpoint_io import CheckpointError, read_pdparams
+from hrnet_flax.models.config import ARCHS
+from hrnet_flax.weights.convert import detect_arch, detect_layout, from_variables, save_checkpoint, to_variables
+from hrnet_flax.weights.layouts import fuse_index, key_table
+from hrnet_flax.weights.pretrained import get_pretrained
 
 
 @pytest.mark.parametrize(
@@ -190,7 +190,7 @@ def test_legacy_torch_file_with_and_without_torch(tmp_path):
     np.testing.assert_array_equal(np.asarray(variables["params"]["classifier"]["bias"]), state["classifier.bias"])
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from hrnet_flax.checkpoint_io import read_any\n"
+        "from hrnet_flax.weights.checkpoint_io import read_any\n"
         f"read_any({str(path)!r})\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import pytest
 
 from hrnet_flax import create_model
-from hrnet_flax.config import ARCHS
-from hrnet_flax.layouts import key_table
+from hrnet_flax.models.config import ARCHS
+from hrnet_flax.weights.layouts import key_table
 
 
 @pytest.mark.parametrize("arch", ["hrnet_w18_small", "hrnet_w18_small_v2", "se_hrnet_w18_c", "hrnet_w18"])

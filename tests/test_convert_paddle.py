@@ -24,8 +24,8 @@ from convert_support import assert_logits_match, images, randomize_torch_bn
 from safetensors.torch import load_file as torch_load_file
 
 from hrnet_flax import create_model, load_pretrained
-from hrnet_flax.checkpoint_io import read_pdparams
-from hrnet_flax.convert import export_timm
+from hrnet_flax.weights.checkpoint_io import read_pdparams
+from hrnet_flax.weights.convert import export_timm
 
 PADDLE_SCRIPT = r"""
 import os, site, sys

@@ -18,8 +18,8 @@ from safetensors.torch import load_file as torch_load_file
 from safetensors.torch import save_file
 
 from hrnet_flax import load_pretrained, save_checkpoint
-from hrnet_flax.convert import export_timm
-from hrnet_flax.registry import get_config
+from hrnet_flax.weights.convert import export_timm
+from hrnet_flax.models.registry import get_config
 
 TIMM_ARCHS = ["hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18"]
 
@@ -108,7 +108,7 @@ def test_pth_reader_needs_no_torch(ref):
     """The .pth reader runs in a process where importing torch fails."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from hrnet_flax.checkpoint_io import read_any\n"
+        "from hrnet_flax.weights.checkpoint_io import read_any\n"
         f"arrays, _, kind = read_any({str(ref.folder / 'model.pth')!r})\n"
         "print(kind, len(arrays), float(arrays['conv1.weight'].sum()))\n"
     )

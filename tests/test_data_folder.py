@@ -9,7 +9,7 @@ import pytest
 from data_support import encode, make_folder, photo
 
 from hrnet_flax import data
-from hrnet_flax.sources import DataSource, as_source, folder_index
+from hrnet_flax.data.sources import DataSource, as_source, folder_index
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_eval_counts_unreadable_and_covers_every_image(folder, batch_size, count
     root, good = folder
     labels, unreadable, lengths = [], [], set()
     for p in range(count):
-        ev = data.eval_dataset(str(root), batch_size_per_process=batch_size, preset="timm", image_size=32, process_index=p, process_count=count)
+        ev = data.eval_dataset(str(root), batch_size_per_process=batch_size, spec="timm", image_size=32, process_index=p, process_count=count)
         batches = list(ev)
         lengths.add(len(batches))
         assert len(batches) == len(ev)

@@ -10,7 +10,7 @@ import pytest
 from data_support import SYNSETS, make_fake_imagenet, tfds_val_labels, write_val_tar
 
 from hrnet_flax import data
-from hrnet_flax.sources import DataSource, check_manual_dir
+from hrnet_flax.data.sources import DataSource, check_manual_dir
 
 NUM_VAL, PER_CLASS = 7, 5
 
@@ -36,7 +36,7 @@ def test_eval_every_example_once_any_batch_size(imagenet):
     expected = tfds_val_labels(NUM_VAL)
     reference = None
     for batch_size in (1, 2, 3, 4, 8):
-        ev = data.eval_dataset(imagenet, batch_size_per_process=batch_size, preset="paddle", image_size=32)
+        ev = data.eval_dataset(imagenet, batch_size_per_process=batch_size, spec="paddle", image_size=32)
         batches, labels, images = _collect(ev)
         assert len(batches) == len(ev) == -(-NUM_VAL // batch_size)
         assert all(b["image"].shape == (batch_size, 32, 32, 3) and b["image"].dtype == np.float32 for b in batches)
@@ -63,7 +63,7 @@ def test_eval_sharded_over_processes(imagenet, count):
 
 def test_train_batches_resume_exactly(imagenet):
     kwargs = dict(batch_size_per_process=4, image_size=32, seed=3, shuffle_buffer=64)
-    assert data.steps_per_epoch(imagenet, batch_size_per_process=4, process_count=1) == 3 * PER_CLASS // 4
+    assert data.num_examples(imagenet, "train") == 3 * PER_CLASS  # an epoch: 3 batches of 4
     run = list(itertools.islice(data.train_dataset(imagenet, **kwargs), 8))
     for b in run:
         assert b["image"].shape == (4, 32, 32, 3) and b["mask"].all()
@@ -126,7 +126,7 @@ def test_eval_pretrained_script_writes_table(imagenet, tmp_path, monkeypatch):
 
     from data_support import tiny_model
 
-    from hrnet_flax import pretrained
+    from hrnet_flax.weights import pretrained
 
     path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "eval_pretrained.py"
     spec = importlib.util.spec_from_file_location("eval_pretrained", path)

@@ -8,8 +8,8 @@ import timm.data
 from data_support import MEAN, STD, encode, photo
 from PIL import Image
 
-from hrnet_flax import preprocess
-from hrnet_flax.preprocess import EvalSpec, decode_rgb, eval_image, eval_spec, random_crop_window, tf, train_image
+from hrnet_flax.data import preprocess
+from hrnet_flax.data.preprocess import EvalSpec, decode_rgb, eval_image, eval_spec, random_crop_window, tf, train_image
 
 SHAPES = [(97, 130), (131, 75), (40, 50), (73, 73)]
 
@@ -48,7 +48,7 @@ def test_timm_style_matches_timm_transform(shape, crop_pct, interpolation):
 
 
 def test_presets_and_registry_specs():
-    from hrnet_flax.pretrained import get_pretrained
+    from hrnet_flax.weights.pretrained import get_pretrained
 
     assert preprocess.PRESETS["paddle"].short_side == 256 and preprocess.PRESETS["paddle"].style == "paddle"
     assert eval_spec("timm").short_side == 256 and eval_spec("timm_095").short_side == 235  # floor(224/0.95)

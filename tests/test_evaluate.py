@@ -16,7 +16,9 @@ import pytest
 from data_support import cpu_env, make_folder, tiny_model
 
 from hrnet_flax import data
-from hrnet_flax.evaluate import batch_sums, evaluate
+from hrnet_flax.evaluate import evaluate
+from hrnet_flax.tasks import Task
+from hrnet_flax.tasks.classification import batch_sums
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -86,6 +88,36 @@ def test_evaluate_exact_for_any_batch_size(batch_size):
     assert 0 < ref["top1"] < ref["top5"] < 100  # the check can fail
 
 
+class ConfusionTask(Task):
+    """A task of another shape: an integer confusion matrix summed over the split (as semantic
+    segmentation sums one), its metric derived on the host."""
+
+    name = "confusion"
+    main_metric = "accuracy"
+
+    def eval_sums(self, outputs, batch):
+        predicted = jnp.argmax(outputs, -1)
+        pairs = jax.nn.one_hot(batch["label"], 7, dtype=jnp.int32)[:, :, None] * jax.nn.one_hot(predicted, 7, dtype=jnp.int32)[:, None, :]
+        return {"confusion": jnp.sum(pairs * batch["mask"][:, None, None], axis=0)}
+
+    def summarize(self, sums):
+        confusion = np.asarray(sums["confusion"])
+        return {"confusion": confusion.tolist(), "accuracy": 100.0 * np.trace(confusion) / max(confusion.sum(), 1)}
+
+
+def test_evaluate_takes_any_task_with_array_sums():
+    images, labels = _data()
+    model = Linear()
+    variables = model.init(jax.random.key(0), images[:1])
+    predicted = np.argmax(np.asarray(model.apply(variables, images)), -1)
+    expected = np.zeros((7, 7), np.int64)
+    np.add.at(expected, (labels, predicted), 1)
+    for batch_size in (4, 23):
+        out = evaluate(model, variables, batches_of(images, labels, batch_size), task=ConfusionTask())
+        assert np.array_equal(out["confusion"], expected) and expected.sum() == 23
+        assert out["accuracy"] == pytest.approx(100.0 * np.mean(predicted == labels)) and out["unreadable"] == 0
+
+
 SCRIPT = r"""
 import json, sys, jax, numpy as np
 sys.path.insert(0, sys.argv[1])
@@ -116,7 +148,7 @@ def test_evaluate_exact_on_four_devices():
 
 def test_eval_command_on_image_folder(tmp_path):
     from hrnet_flax.cli import main
-    from hrnet_flax.convert import save_checkpoint
+    from hrnet_flax.weights.convert import save_checkpoint
 
     good = make_folder(tmp_path / "images")
     model, variables = tiny_model(1000)  # the same random model as test_predict (one init per run)
@@ -130,7 +162,7 @@ def test_eval_command_on_image_folder(tmp_path):
     assert result["count"] == len(good) and result["unreadable"] == 2
     # the command used the folder, the timm preset at 64 and the saved weights: the library
     # call with those gives the same numbers (evaluate itself is checked against numpy above)
-    ev = data.eval_dataset(str(tmp_path / "images"), batch_size_per_process=5, preset="timm", image_size=64)
+    ev = data.eval_dataset(str(tmp_path / "images"), batch_size_per_process=5, spec="timm", image_size=64)
     direct = evaluate(model, variables, ev)
     assert result == pytest.approx(direct)
     assert 0 <= result["top1"] <= result["top5"] <= 100 and result["loss"] > 0
@@ -146,7 +178,7 @@ from test_evaluate import Linear
 from hrnet_flax import data
 from hrnet_flax.evaluate import evaluate
 assert jax.process_count() == 2 and jax.local_device_count() == 2
-batches = data.eval_dataset(sys.argv[4], batch_size_per_process=3, preset="timm", image_size=32)
+batches = data.eval_dataset(sys.argv[4], batch_size_per_process=3, spec="timm", image_size=32)
 model = Linear()
 variables = model.init(jax.random.key(0), jax.numpy.zeros((1, 32, 32, 3)))
 print("RESULT " + json.dumps(evaluate(model, variables, batches)))
@@ -161,7 +193,7 @@ def test_evaluate_two_processes_sums_over_hosts(tmp_path):
     good = make_folder(tmp_path / "images")
     model = Linear()
     variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    single = evaluate(model, variables, data.eval_dataset(str(tmp_path / "images"), batch_size_per_process=4, preset="timm", image_size=32))
+    single = evaluate(model, variables, data.eval_dataset(str(tmp_path / "images"), batch_size_per_process=4, spec="timm", image_size=32))
     assert single["count"] == len(good) and single["unreadable"] == 2
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import hrnet_flax as hf
-from hrnet_flax import info
+from hrnet_flax.models import info
 from hrnet_flax.cli import main as cli_main
 
 # PaddleClas's HRNet page (the seed document), "Parameters (M)" column.
@@ -274,7 +274,7 @@ def test_non_nhwc_input_is_refused():
 
 
 def test_upsample_nearest_is_a_repeat():
-    from hrnet_flax.model import upsample_nearest
+    from hrnet_flax.models.hrnet import upsample_nearest
 
     x = jnp.arange(2 * 3 * 4 * 5, dtype=jnp.float32).reshape(2, 3, 4, 5)
     want = np.repeat(np.repeat(np.asarray(x), 4, axis=1), 4, axis=2)

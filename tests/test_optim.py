@@ -9,9 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from hrnet_flax.optim import create_optimizer, cross_entropy, learning_rate_schedule
-from hrnet_flax.train import ema_update
-from hrnet_flax.train_config import TrainConfig, apply_overrides
+from hrnet_flax.tasks.classification import cross_entropy
+from hrnet_flax.train.optim import create_optimizer, learning_rate_schedule
+from hrnet_flax.train.step import ema_update
+from hrnet_flax.train.config import TrainConfig, apply_overrides
 
 
 def config(**kw) -> TrainConfig:

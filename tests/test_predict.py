@@ -71,7 +71,7 @@ def test_imagenet_class_names():
     assert len(names) == 1000 and len(set(names)) == 1000
     assert names[0].startswith("n01440764") and "tench" in names[0]
     # label order is tensorflow-datasets' imagenet2012 label order (sorted WordNet ids)
-    from hrnet_flax.sources import _synsets
+    from hrnet_flax.data.sources import _synsets
 
     assert [n.split(" ", 1)[0] for n in names] == _synsets()
     assert all(n.split(" ", 1)[1].strip() for n in names)
@@ -93,7 +93,7 @@ def test_predict_real_photos_random_weights(photos):
 
 def test_predict_command(photos, tmp_path):
     from hrnet_flax.cli import main
-    from hrnet_flax.convert import save_checkpoint
+    from hrnet_flax.weights.convert import save_checkpoint
 
     _, paths = photos
     model, variables = tiny_model(1000)

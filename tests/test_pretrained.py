@@ -13,10 +13,10 @@ from convert_support import synthetic_state_dict
 from safetensors.numpy import save
 
 from hrnet_flax import load_pretrained
-from hrnet_flax import pretrained as P
-from hrnet_flax.checkpoint_io import CheckpointError
-from hrnet_flax.download import download
-from hrnet_flax.registry import get_config, list_models
+from hrnet_flax.weights import pretrained as P
+from hrnet_flax.weights.checkpoint_io import CheckpointError
+from hrnet_flax.weights.download import download
+from hrnet_flax.models.registry import get_config, list_models
 
 
 def test_registry_covers_every_published_weight():
@@ -43,7 +43,7 @@ def test_registry_evaluation_settings():
     assert ssld.eval.crop_pct == 0.95 and ssld.test_eval.size == 288 and ssld.test_eval.crop_pct == 1.0
     assert ssld.url == "https://huggingface.co/timm/hrnet_w18_ssld.paddle_in1k/resolve/main/model.safetensors"
     assert P.get_pretrained("hrnet_w18.ms_aug_in1k").eval.crop_pct == 0.95
-    from hrnet_flax.preprocess import eval_spec
+    from hrnet_flax.data.preprocess import eval_spec
 
     assert eval_spec(P.get_pretrained("hrnet_w18.ms_in1k")).short_side == 256
     assert eval_spec(P.get_pretrained("hrnet_w18.ms_aug_in1k")).short_side == 235  # floor(224 / 0.95), as timm

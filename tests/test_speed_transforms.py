@@ -162,7 +162,7 @@ def test_scanned_model_trains_like_the_plain_model(se):
 
 
 def test_fast_cpu_flags_keep_the_users_choice(monkeypatch):
-    from hrnet_flax.compilation_cache import FAST_CPU_FLAGS, use_fast_cpu_flags
+    from hrnet_flax.runtime import FAST_CPU_FLAGS, use_fast_cpu_flags
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")  # another backend only: left untouched
@@ -184,7 +184,7 @@ def test_fast_cpu_flags_keep_the_users_choice(monkeypatch):
 def test_scanned_layers_keep_only_their_convolution_outputs(monkeypatch):
     """`model.repeated` stacks only convolution outputs for the backward pass (`SCAN_SAVES`) and
     recomputes BatchNorm and ReLU: less memory than stacking everything, the same gradients."""
-    from hrnet_flax import model as model_lib
+    from hrnet_flax.models import hrnet as model_lib
 
     model = hf.create_model("hrnet_w18_small_v2", num_classes=5, scan=True)  # 2 blocks per branch
     variables = randomised(hf.init_variables(model, jax.random.key(0)))
@@ -222,7 +222,7 @@ def ynn_fusions_with_convolutions(hlo: str) -> int:
 def test_inference_head_convolutions_stay_out_of_ynnpack_fusions(monkeypatch):
     """The classifier's global pool is a matrix product (`model.global_average_pool`): as a
     reduction, XLA:CPU's YNNPACK fusion (`FAST_CPU_FLAGS`) took in the head's convolutions."""
-    from hrnet_flax import model as model_lib
+    from hrnet_flax.models import hrnet as model_lib
 
     x = jax.random.normal(jax.random.key(1), (2, 3, 7, 5)) + 2.0
     np.testing.assert_allclose(model_lib.global_average_pool(x), jnp.mean(x, axis=(1, 2)), rtol=1e-6)

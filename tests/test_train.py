@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from hrnet_flax import cli, demo_data
-from hrnet_flax.demo_data import demo_config
-from hrnet_flax.optim import learning_rate_schedule
-from hrnet_flax.train import NonFiniteLossError, checkpoint_manager, resolve_config, train_and_evaluate
-from hrnet_flax.train_config import apply_overrides, load_config
+from hrnet_flax import cli
+from hrnet_flax.data import digits as demo_data
+from hrnet_flax.train.config import demo_config
+from hrnet_flax.train.optim import learning_rate_schedule
+from hrnet_flax.train.checkpoint import checkpoint_manager
+from hrnet_flax.train.loop import NonFiniteLossError, resolve_config, train_and_evaluate
+from hrnet_flax.train.config import apply_overrides, load_config
 
 SHORT = [
     "global_batch_size=16",
@@ -92,7 +94,7 @@ def test_demo_trains_evaluates_checkpoints_and_exports(demo_run):
 
 
 def test_finetune_starts_from_the_exported_weights(demo_run, tmp_path):
-    from hrnet_flax.train import initial_variables
+    from hrnet_flax.train.step import initial_variables
 
     _, workdir = demo_run
     weights = str(workdir / "model.safetensors")
@@ -193,8 +195,9 @@ def test_launch_script_and_configs(tmp_path):
 
 def test_bfloat16_step_keeps_float32_state():
     """bfloat16 compute (convolutions in bf16), float32 parameters, statistics, optimizer and EMA."""
-    from hrnet_flax.optim import create_optimizer
-    from hrnet_flax.train import build_model, create_train_state, global_batch, make_mesh, make_train_step
+    from hrnet_flax.train.optim import create_optimizer
+    from hrnet_flax.parallel import global_batch, make_mesh
+    from hrnet_flax.train.step import build_model, create_train_state, make_train_step
 
     cfg = resolve_config(apply_overrides(short_config(), ["dtype=bfloat16", "global_batch_size=8", "warmup_epochs=0"]))
     mesh = make_mesh()
@@ -214,8 +217,9 @@ def test_bfloat16_step_keeps_float32_state():
 
 def test_scanned_step_equals_plain_step():
     """`config.scan` changes only how the step is traced: the same canonical state after a step."""
-    from hrnet_flax.optim import create_optimizer
-    from hrnet_flax.train import build_model, create_train_state, global_batch, make_mesh, make_train_step
+    from hrnet_flax.train.optim import create_optimizer
+    from hrnet_flax.parallel import global_batch, make_mesh
+    from hrnet_flax.train.step import build_model, create_train_state, make_train_step
 
     cfg = resolve_config(short_config())
     mesh = make_mesh(jax.devices()[:1])
@@ -235,10 +239,16 @@ def test_scanned_step_equals_plain_step():
         apply_overrides(cfg, ["model_overrides.scan=True"]).validate()
 
 
-def test_resolve_scan():
-    """Scanned by default on one CPU device only; an explicit scan=True on several CPU devices is
-    refused while the persistent cache is on (XLA:CPU mis-runs such a cached step)."""
-    from hrnet_flax.train import resolve_scan
+def test_speed_options():
+    """Scanned by default on one CPU device only, with explicit convolution gradients on CPUs only;
+    an explicit scan=True on several CPU devices is refused while the persistent cache is on
+    (XLA:CPU mis-runs such a cached step)."""
+    from hrnet_flax.runtime import speed_options
+
+    def resolve_scan(config, platform, num_devices):
+        options = speed_options(config.scan, platform=platform, num_devices=num_devices)
+        assert options["explicit_conv_grads"] == (options["scan"] and platform == "cpu")
+        return options["scan"]
 
     auto, on, off = short_config(), apply_overrides(short_config(), ["scan=True"]), apply_overrides(short_config(), ["scan=False"])
     assert auto.scan is None

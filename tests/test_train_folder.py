@@ -1,6 +1,6 @@
 """Fine-tuning on an image folder end to end, as the README runs it: `experiments/train.py` with
 `experiments/configs/finetune.py:<checkpoint>` on `ROOT/<class>/<image>` (through
-`hrnet_flax.data.train_dataset` / `eval_dataset`), starting from a `save_checkpoint` file."""
+`hrnet_flax.data.pipeline.train_dataset` / `eval_dataset`), starting from a `save_checkpoint` file."""
 
 import json
 import os
@@ -29,8 +29,8 @@ def flat(tree, prefix=()) -> dict[str, np.ndarray]:
 
 def test_finetune_from_a_checkpoint_on_an_image_folder(tmp_path):
     from hrnet_flax import create_model, is_stacked, load_pretrained, save_checkpoint
-    from hrnet_flax.initialization import init_variables
-    from hrnet_flax.train import checkpoint_manager
+    from hrnet_flax.models.initialization import init_variables
+    from hrnet_flax.train.checkpoint import checkpoint_manager
 
     folder = tmp_path / "images"
     good = make_folder(folder)  # 3 classes, 12 readable images of every kind, a corrupt JPEG, a truncated PNG

@@ -142,7 +142,7 @@ def test_two_processes_equal_one_process(tmp_path):
 
 
 def test_cache_collectives_check_runs():
-    """`experiments/xla_cpu_cache_collectives.py` (the check behind `train.resolve_scan`) runs; a
+    """`experiments/xla_cpu_cache_collectives.py` (the check behind `runtime.speed_options`) runs; a
     freshly compiled program gives the same value on every call."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "xla_cpu_cache_collectives.py"), "--runs", "1", "--reps", "3"],

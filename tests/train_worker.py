@@ -21,8 +21,8 @@ MODE = sys.argv[1]
 
 def small_config():
     """The demo's model at global batch 8, four steps of 64x64 train images (digits eval)."""
-    from hrnet_flax.demo_data import demo_config
-    from hrnet_flax.train_config import apply_overrides
+    from hrnet_flax.train.config import demo_config
+    from hrnet_flax.train.config import apply_overrides
 
     return apply_overrides(
         demo_config(),
@@ -39,7 +39,7 @@ def random_train_dataset(*, batch_size_per_process: int, image_size: int, seed: 
     import jax
     import numpy as np
 
-    from hrnet_flax.demo_data import NUM_CLASSES
+    from hrnet_flax.data.digits import NUM_CLASSES
 
     rows = slice(jax.process_index() * batch_size_per_process, (jax.process_index() + 1) * batch_size_per_process)
     step = start_step
@@ -65,8 +65,10 @@ def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> No
     import numpy as np
     from jax.sharding import PartitionSpec as P
 
-    from hrnet_flax.initialization import init_variables
-    from hrnet_flax.train import AXIS, build_model, compile_for_all_processes, data_parallel, global_batch, loss_and_grads, make_mesh
+    from hrnet_flax.models.initialization import init_variables
+    from hrnet_flax.parallel import AXIS, compile_for_all_processes, data_parallel, global_batch, make_mesh
+    from hrnet_flax.tasks import Classification
+    from hrnet_flax.train.step import build_model, loss_and_grads
 
     assert jax.device_count() == 4, jax.devices()
     counts = (4,) if distributed else (1, 4)
@@ -83,7 +85,7 @@ def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> No
     results = {}
     for n in counts:
         mesh = make_mesh(jax.devices()[:n])
-        fn = data_parallel(lambda p, s, b: loss_and_grads(p, s, b, model=model), mesh, (P(), P(), P(AXIS)), P())
+        fn = data_parallel(lambda p, s, b: loss_and_grads(p, s, b, model=model, task=Classification()), mesh, (P(), P(), P(AXIS)), P())
         local = batch
         if distributed:
             rows = slice(jax.process_index() * 4, jax.process_index() * 4 + 4)
@@ -92,8 +94,8 @@ def equivalence(out: str, distributed: tuple[int, int, int] | None = None) -> No
         if distributed:  # gloo gives the processes 30 s to meet: none runs before all have compiled
             time.sleep(float(os.environ.get("TRAIN_WORKER_DELAY", 0)) * jax.process_index())
             fn = compile_for_all_processes(fn, *args)
-        loss, acc, grads, stats = fn(*args)
-        flat = {"loss": loss, "accuracy": acc}
+        loss, metrics, grads, stats = fn(*args)
+        flat = {"loss": loss, "accuracy": metrics["accuracy"]}
         for prefix, tree in (("grad", grads), ("stats", stats)):
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
                 flat[prefix + jax.tree_util.keystr(path)] = leaf
@@ -109,8 +111,9 @@ def train(workdir: str, out: str, process_id: int | None = None, num_processes: 
         jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id)
     import numpy as np
 
-    from hrnet_flax import demo_data
-    from hrnet_flax.train import initial_variables, train_and_evaluate
+    from hrnet_flax.data import digits as demo_data
+    from hrnet_flax.train.loop import train_and_evaluate
+    from hrnet_flax.train.step import initial_variables
 
     demo_data.train_dataset = random_train_dataset  # well-conditioned inputs (see test_train_parallel)
     init = initial_variables(small_config())
@@ -129,7 +132,7 @@ def train(workdir: str, out: str, process_id: int | None = None, num_processes: 
 
 
 if __name__ == "__main__":
-    from hrnet_flax.compilation_cache import enable_compilation_cache
+    from hrnet_flax.runtime import enable_compilation_cache
 
     enable_compilation_cache()
     if MODE == "equivalence":

@@ -19,11 +19,11 @@ What it reaches depends on the data; on small natural-image folders expect well 
 from-scratch run within a few epochs.
 """
 
-from hrnet_flax.train_config import TrainConfig
+from hrnet_flax.train.config import TrainConfig
 
 
 def get_config(pretrained: str = "hrnet_w18_c.paddle_in1k") -> TrainConfig:
-    from hrnet_flax.pretrained import get_pretrained
+    from hrnet_flax.weights.pretrained import get_pretrained
 
     try:
         arch = get_pretrained(pretrained).arch

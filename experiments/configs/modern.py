@@ -15,7 +15,7 @@ Aim: above the 120-epoch PaddleClas recipe (76.9% for W18) by about a point, lik
 longer recipes; not yet measured with this code.
 """
 
-from hrnet_flax.train_config import TrainConfig
+from hrnet_flax.train.config import TrainConfig
 
 
 def get_config(arch: str = "hrnet_w18_c") -> TrainConfig:

@@ -14,7 +14,7 @@ W18-small-v2 75.1, W18 76.8, W30 78.2, W32 78.5, W40 78.9, W44 78.9, W48 79.3, W
 (not yet reproduced with this code).
 """
 
-from hrnet_flax.train_config import TrainConfig
+from hrnet_flax.train.config import TrainConfig
 
 
 def get_config(arch: str = "hrnet_w18") -> TrainConfig:

@@ -17,7 +17,7 @@ W18 76.92, W30 78.04, W32 78.28, W40 78.77, W44 79.00, W48 78.95, W64 79.30 (not
 reproduced with this code).
 """
 
-from hrnet_flax.train_config import TrainConfig
+from hrnet_flax.train.config import TrainConfig
 
 ARCHS = ("hrnet_w18_c", "hrnet_w30_c", "hrnet_w32_c", "hrnet_w40_c", "hrnet_w44_c", "hrnet_w48_c", "hrnet_w64_c")
 

@@ -9,7 +9,7 @@ product for 1x1 kernels and otherwise an NHWC/HWIO convolution of explicitly tra
 operands. Used by `HRNet(explicit_conv_grads=True)`. In every HRNet (either kind of gradient), a
 convolution whose input or output is spatially smaller than its kernel (the lowest branches and
 the head at small image sizes) is one matrix product of shifted views instead. Measurements in
-experiments/results/speed_notes.md.
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def smaller_than_kernel(x_shape, w_shape, strides, padding) -> bool:
 
     XLA:CPU then swaps a convolution's operands (its own forward, or the input gradient) and runs it
     on a slow generic kernel: 1.1 s of the demo's 1.5 s step (32 px, batch 64) went to three such
-    convolutions of the head's `downsamp` layers (experiments/results/speed_notes.md, session 8).
+    convolutions of the head's `downsamp` layers.
     """
     for size, k, s, (lo, hi) in zip(x_shape[1:3], w_shape[:2], strides, padding):
         if k > 1 and min(size, (size + lo + hi - k) // s + 1) < k:
@@ -122,7 +122,7 @@ def _span(column: np.ndarray) -> tuple[int, int]:
 
 # Below this many input channels, a strided convolution's input gradient computes all its phases in one
 # convolution (more output channels suit Eigen's kernels, at 16/9 of the multiplies for 3x3 stride 2);
-# from it on, one convolution per phase (exactly the forward's multiplies). Speed notes, session 12.
+# from it on, one convolution per phase (exactly the forward's multiplies).
 COMBINED_PHASES_BELOW = 64
 
 

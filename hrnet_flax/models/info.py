@@ -9,8 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hrnet_flax.config import FAMILY
-from hrnet_flax.registry import canonical_name, create_model, list_models
+from hrnet_flax.models.config import FAMILY
+from hrnet_flax.models.registry import canonical_name, create_model, list_models
 
 COUNTED = (
     "params: trainable parameters (BatchNorm running statistics excluded); MACs: multiply-accumulates "

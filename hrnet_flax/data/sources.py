@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pathlib
 import tarfile
 from typing import Any
 
@@ -185,7 +186,7 @@ def check_manual_dir(manual_dir: str, splits: tuple[str, ...] = ("train", "valid
 
 def imagenet_builder(source: DataSource, split: str):
     """The tfds `imagenet2012` builder in `source.path`, prepared from `source.manual_dir` if needed."""
-    from hrnet_flax.preprocess import tf
+    from hrnet_flax.data.preprocess import tf
 
     tf()
     import tensorflow_datasets as tfds
@@ -227,3 +228,10 @@ def num_examples(source: Any, split: str = "train") -> int:
     if source.kind == "folder":
         return len(folder_index(source.path, split)[0])
     return imagenet_builder(source, split).info.splits[split].num_examples
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k classes in label order, as `<WordNet id> <lemmas>`
+    (e.g. `n01440764 tench, Tinca tinca`), from the package's `imagenet_classes.tsv`."""
+    text = (pathlib.Path(__file__).parent / "imagenet_classes.tsv").read_text()
+    return [line.replace("\t", " ", 1) for line in text.splitlines()]

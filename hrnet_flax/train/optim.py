@@ -1,12 +1,11 @@
-"""Optimizer, learning-rate schedule and loss from a `TrainConfig`."""
+"""Optimizer and learning-rate schedule from a `TrainConfig`."""
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from hrnet_flax.train_config import TrainConfig
+from hrnet_flax.train.config import TrainConfig
 
 
 def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
@@ -36,13 +35,14 @@ def weight_decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+def create_optimizer(config: TrainConfig, schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
     """SGD with (Nesterov) momentum and coupled L2 or decoupled weight decay.
 
     Coupled L2 (PaddleClas `L2Decay`): `grad += wd * param` before momentum. Decoupled:
-    `param -= lr * wd * param` beside the momentum update (SGDW).
+    `param -= lr * wd * param` beside the momentum update (SGDW). `schedule`: the run's
+    `learning_rate_schedule(config)`, when the caller already has it.
     """
-    schedule = learning_rate_schedule(config)
+    schedule = schedule or learning_rate_schedule(config)
     mask = None if config.weight_decay_on == "all" else weight_decay_mask
     decay = optax.add_decayed_weights(config.weight_decay, mask) if config.weight_decay else optax.identity()
     momentum = optax.trace(decay=config.momentum, nesterov=config.nesterov) if config.momentum else optax.identity()
@@ -53,12 +53,3 @@ def create_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     else:
         raise ValueError(f"config.weight_decay_mode={config.weight_decay_mode!r}: must be l2 or decoupled")
     return optax.chain(*parts, optax.scale_by_learning_rate(schedule))
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-    """Per-example softmax cross-entropy with integer labels and optional label smoothing."""
-    num_classes = logits.shape[-1]
-    targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)

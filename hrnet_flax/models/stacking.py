@@ -10,6 +10,7 @@ outer axis first, e.g. `stage3/layer/branch0/layer/conv1/conv/kernel` of shape (
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -72,3 +73,25 @@ def is_stacked(variables: Mapping) -> bool:
     """Whether `variables` are in the stacked layout of a `scan=True` model."""
     return any(STACKED in path for path in flatten_dict(variables))
 
+
+
+def model_variables(model: Any, variables: Mapping) -> Mapping:
+    """`variables` (canonical or stacked) in the layout `model` takes: stacked for a `scan=True`
+    model, canonical otherwise. The one place that converts between the two layouts for a model."""
+    if getattr(model, "scan", False):
+        return variables if is_stacked(variables) else stack_variables(variables)
+    return unstack_variables(variables) if is_stacked(variables) else variables
+
+
+def canonical_apply(model: Any) -> Callable:
+    """`model.apply` that takes canonical variables and returns canonical `mutable` updates, for
+    either layout of `model` (a scanned model's stacking happens inside, where the gradient undoes it)."""
+
+    def apply(variables: Mapping, *args: Any, **kwargs: Any) -> Any:
+        out = model.apply(model_variables(model, variables), *args, **kwargs)
+        if kwargs.get("mutable"):
+            out, updates = out
+            return out, unstack_variables(updates)
+        return out
+
+    return apply

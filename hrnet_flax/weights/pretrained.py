@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from typing import Any
 
-from hrnet_flax.convert import export_timm, save_checkpoint  # noqa: F401  (re-exported)
-from hrnet_flax.preprocess import PRESETS, EvalSpec
+from hrnet_flax.data.preprocess import PRESETS, EvalSpec
+from hrnet_flax.weights.checkpoint_io import CheckpointError
 
 PADDLE_BASE = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/legendary_models/"
 TIMM_BASE = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
@@ -132,8 +133,6 @@ def get_pretrained(name: str) -> PretrainedWeight:
     prefixed = [n for n in sorted(PRETRAINED) if n.split(".", 1)[0] == key]
     if prefixed:
         return PRETRAINED[prefixed[0]]
-    from hrnet_flax.checkpoint_io import CheckpointError
-
     close = difflib.get_close_matches(key, PRETRAINED, n=6, cutoff=0.5)
     hint = f"; close names: {', '.join(close)}" if close else ""
     raise CheckpointError(f"unknown pretrained weight {name!r}{hint} (all: {', '.join(list_pretrained())})")
@@ -151,8 +150,8 @@ def load_pretrained(source: str, *, arch: str | None = None, num_classes: int | 
     (a warning names both counts); `num_classes=0` drops it. `model_kwargs` go to
     `create_model` (e.g. `dtype`, `axis_name`).
     """
-    from hrnet_flax.convert import load_checkpoint_file
-    from hrnet_flax.download import download
+    from hrnet_flax.weights.convert import load_checkpoint_file
+    from hrnet_flax.weights.download import download
 
     path, registered_arch = source, None
     if isinstance(source, str) and source.startswith(("http://", "https://")):
@@ -166,8 +165,41 @@ def load_pretrained(source: str, *, arch: str | None = None, num_classes: int | 
 
 
 def _looks_like_path(source: str) -> bool:
-    import os
-
     return os.path.exists(source) or os.sep in source or source.endswith(
         (".pdparams", ".safetensors", ".pth", ".pt", ".bin", ".msgpack")
     )
+
+
+def default_spec(source: str) -> Any:
+    """The evaluation preprocessing of a weight source: a registered weight's own; for a file or
+    URL the `paddle` preset for `.pdparams`, else `timm`."""
+    if os.path.exists(source) or "://" in source:
+        return "paddle" if source.endswith(".pdparams") else "timm"
+    try:
+        return get_pretrained(source)
+    except CheckpointError:  # not a registered name: the loader will say so
+        return "timm"
+
+
+def convert(
+    src: str, dst: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None, to: str = "flax"
+) -> str:
+    """Load `src` (file, URL or registered name) and write it to `dst` as `to` (flax or timm);
+    returns the arch written."""
+    from hrnet_flax.models.registry import canonical_name
+    from hrnet_flax.weights.convert import arch_name, export_timm, save_checkpoint
+
+    if to not in ("flax", "timm"):
+        raise ValueError(f"unknown output format {to!r}; use flax or timm")
+    model, variables = load_pretrained(src, arch=arch, num_classes=num_classes)
+    if arch is not None:
+        name = canonical_name(arch)
+    elif str(src).lower() in PRETRAINED:
+        name = get_pretrained(str(src)).arch
+    else:
+        name = arch_name(model.config)
+    if to == "timm":
+        export_timm(dst, variables, arch=name)
+    else:
+        save_checkpoint(dst, variables, arch=name, num_classes=model.num_classes, source=str(src))
+    return name

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
-from hrnet_flax import conv as conv_lib
-from hrnet_flax.config import EXPANSION, HRNetConfig
+from hrnet_flax.models import conv as conv_lib
+from hrnet_flax.models.config import EXPANSION, HRNetConfig
 
 Dtype = Any
 ModuleDef = Any
@@ -96,8 +96,7 @@ def global_average_pool(x: jax.Array) -> jax.Array:
     """The mean over H and W, (N, H, W, C) -> (N, C), as a matrix-vector product.
 
     As a reduction, XLA:CPU's YNNPACK fusion (`FAST_CPU_FLAGS`) took in the 13 convolutions of the
-    head feeding it and ran them on YNNPACK's slower kernels: W18 inference 3-8% and SE-W18 11% slower
-    (experiments/results/speed_notes.md, session 10).
+    head feeding it and ran them on YNNPACK's slower kernels: W18 inference 3-8% and SE-W18 11% slower.
     """
     n, h, w, c = x.shape
     ones = jnp.ones((h * w,), x.dtype)  # exact in every dtype; the division happens in float32 or wider
@@ -189,7 +188,7 @@ def repeated(layer: ModuleDef, count: int, train: bool, name: str) -> Callable:
     For the backward pass each copy keeps only its convolutions' outputs and recomputes its
     BatchNorms and ReLUs from them: the scan then stacks one tensor per convolution instead of
     three or four. W18 224 px batch 16 on CPU: 42% less temporary memory (3055 -> 1776 MB), loss
-    and gradients 7% faster (experiments/results/speed_notes.md, session 9).
+    and gradients 7% faster (docs/performance.md).
     """
     body = nn.remat(Repeat, policy=SCAN_SAVES, prevent_cse=False)
     scan = nn.scan(body, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True}, length=count)

@@ -14,9 +14,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hrnet_flax.checkpoint_io import CheckpointError, read_any, write_safetensors
-from hrnet_flax.config import ARCHS, HRNetConfig
-from hrnet_flax.layouts import Leaf, LayoutError, key_table, reference_names
+from hrnet_flax.models.config import ARCHS, HRNetConfig
+from hrnet_flax.models.registry import canonical_name, create_model
+from hrnet_flax.models.stacking import model_variables, unstack_variables
+from hrnet_flax.weights.checkpoint_io import CheckpointError, read_any, write_safetensors
+from hrnet_flax.weights.layouts import Leaf, LayoutError, key_table, reference_names
 
 log = logging.getLogger("hrnet_flax")
 
@@ -77,8 +79,8 @@ def detect_layout(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str],
     )
 
 
-def _num_classes(arrays: Mapping[str, np.ndarray], layout: str, config: HRNetConfig) -> int:
-    key = reference_names(("classifier",), layout, config)[0] + ".weight"
+def _num_classes(arrays: Mapping[str, np.ndarray], layout: str) -> int:
+    key = reference_names(("classifier",), layout)[0] + ".weight"
     if key not in arrays:
         return 0
     return int(arrays[key].shape[1 if layout.startswith("paddle") else 0])
@@ -86,10 +88,9 @@ def _num_classes(arrays: Mapping[str, np.ndarray], layout: str, config: HRNetCon
 
 def describe(arrays: Mapping[str, np.ndarray], layout: str) -> dict[str, Any]:
     """The structure features that tell the variants apart, read from the keys."""
-    probe = ARCHS["hrnet_w18"]  # names do not depend on the variant, only on the path
 
     def key(*path: str, suffix: str = ".weight") -> str:
-        return reference_names(path, layout, probe)[0] + suffix
+        return reference_names(path, layout)[0] + suffix
 
     def count(path_of) -> int:
         return next(i for i in range(1000) if key(*path_of(i)) not in arrays)
@@ -120,6 +121,11 @@ def _features(config: HRNetConfig) -> dict[str, Any]:
         "se": config.se,
         "head_conv_bias": config.head_conv_bias,
     }
+
+
+def arch_name(config: HRNetConfig) -> str:
+    """The registered name of `config` (the preferred one where several names share it)."""
+    return next(n for n in _ARCH_ORDER if ARCHS[n] == config)
 
 
 def detect_arch(arrays: Mapping[str, np.ndarray], layout: str, path: str) -> str:
@@ -176,8 +182,6 @@ def load_checkpoint_file(
     model_kwargs: Mapping[str, Any] | None = None,
 ):
     """`(model, variables)` from a local checkpoint file of any supported layout."""
-    from hrnet_flax.registry import canonical_name, create_model
-
     path = str(path)
     arrays, metadata, _ = read_any(path)
     layout = detect_layout(arrays, metadata, path)
@@ -191,7 +195,7 @@ def load_checkpoint_file(
             if wanted is None:
                 raise
             found = None  # validate against the requested arch: the error lists keys and shapes
-        found_classes = _num_classes(arrays, layout, ARCHS[found or wanted])
+        found_classes = _num_classes(arrays, layout)
     arch = wanted or found
     hint = ""
     if found is not None and ARCHS[arch] != ARCHS[found]:
@@ -211,13 +215,9 @@ def load_checkpoint_file(
     model = create_model(arch, num_classes=num_classes, **model_kwargs)
     import jax
 
-    variables = jax.tree_util.tree_map(jax.numpy.asarray, variables)
-    if model_kwargs.get("scan"):  # identical layers traced once: their parameters stacked
-        from hrnet_flax.stacking import stack_variables
-
-        variables = stack_variables(variables)
-    if model_kwargs.get("fold_bn"):  # an inference model with BatchNorm folded into the convs
-        from hrnet_flax.fold import fold_batchnorm
+    variables = model_variables(model, jax.tree_util.tree_map(jax.numpy.asarray, variables))
+    if model.fold_bn:  # an inference model with BatchNorm folded into the convs
+        from hrnet_flax.models.fold import fold_batchnorm
 
         variables = fold_batchnorm(variables, model.bn_epsilon)
     return model, variables
@@ -263,8 +263,6 @@ def flat_variables(variables: Mapping) -> dict[str, np.ndarray]:
 def _table_values(variables: Mapping, table: list[Leaf], arch: str) -> dict[str, np.ndarray]:
     """Our leaves in table order (stacked `scan=True` variables are unstacked first); missing, extra
     or misshapen variables raise `CheckpointError`."""
-    from hrnet_flax.stacking import unstack_variables
-
     flat = flat_variables(unstack_variables(variables))
     expected = {leaf.flax_key for leaf in table}
     missing, extra = sorted(expected - set(flat)), sorted(set(flat) - expected)
@@ -288,8 +286,6 @@ def variables_num_classes(variables: Mapping) -> int:
 
 def from_variables(variables: Mapping, arch: str, layout: str = "timm") -> dict[str, np.ndarray]:
     """A reference state dict (numpy) from our variables; torch layouts get `num_batches_tracked`."""
-    from hrnet_flax.registry import canonical_name
-
     config = ARCHS[canonical_name(arch)]
     try:
         table = key_table(config, variables_num_classes(variables), layout)
@@ -313,8 +309,6 @@ def save_checkpoint(
 ) -> None:
     """Our self-describing checkpoint: `.safetensors` with '/'-joined variable paths as keys and
     metadata `format`, `format_version`, `arch`, `num_classes` (+ any extra, JSON-encoded)."""
-    from hrnet_flax.registry import canonical_name
-
     arch = canonical_name(arch)
     if variables_num_classes(variables) != num_classes:
         found = variables_num_classes(variables)
@@ -339,27 +333,3 @@ def _flax_metadata(metadata: Mapping[str, str], path: str) -> tuple[str, int]:
         return arch, int(metadata["num_classes"])
     except (KeyError, ValueError):
         raise CheckpointError(f"{path}: metadata num_classes missing or not an integer") from None
-
-
-def convert(
-    src: str, dst: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None, to: str = "flax"
-) -> str:
-    """Load `src` (file, URL or registered name) and write it to `dst` as `to` (flax or timm)."""
-    from hrnet_flax.pretrained import PRETRAINED, get_pretrained, load_pretrained
-    from hrnet_flax.registry import canonical_name
-
-    model, variables = load_pretrained(src, arch=arch, num_classes=num_classes)
-    if arch is not None:
-        arch_name = canonical_name(arch)
-    elif str(src).lower() in PRETRAINED:
-        arch_name = get_pretrained(str(src)).arch
-    else:
-        arch_name = next(n for n in _ARCH_ORDER if ARCHS[n] == model.config)
-    if to == "timm":
-        export_timm(dst, variables, arch=arch_name)
-    elif to == "flax":
-        save_checkpoint(dst, variables, arch=arch_name, num_classes=model.num_classes, source=str(src))
-    else:
-        raise ValueError(f"unknown output format {to!r}; use flax or timm")
-    return arch_name
-

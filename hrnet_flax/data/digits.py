@@ -2,7 +2,7 @@
 
 1797 greyscale 8x8 digits (0-16), shipped inside scikit-learn (no download), upscaled to
 `image_size` RGB, normalised like ImageNet, split 80/20 into train/val deterministically.
-Batches use the same dict format as `hrnet_flax.data`: `{"image": float32 NHWC, "label": int32,
+Batches use the same dict format as `hrnet_flax.data.pipeline`: `{"image": float32 NHWC, "label": int32,
 "mask": bool}`. The train stream is infinite and resumable: step `s` always yields the same
 global batch, whatever the number of processes, so a resumed run continues the same data order.
 """
@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from hrnet_flax.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from hrnet_flax.data.batches import process_share
+from hrnet_flax.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 NUM_CLASSES = 10
 MEAN = np.array(IMAGENET_MEAN, np.float32)
@@ -33,40 +34,6 @@ def _splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     n_val = int(round(len(labels) * VAL_FRACTION))
     val, train = order[:n_val], order[n_val:]
     return {"train": (images[train], labels[train]), "val": (images[val], labels[val])}
-
-
-def demo_config():
-    """The `TrainConfig` of the embedded demo (`python -m hrnet_flax demo`, experiments/configs/demo.py).
-
-    hrnet_w18_small, 10 classes, 32x32, float32 (bfloat16 is emulated, slow, on CPUs), global
-    batch 64, 3 epochs (66 steps), SGD Nesterov, lr 0.02 with a short warmup then cosine, light
-    L2: reaches >= 90% val top-1 (91-95% measured) in a few minutes on two CPU cores, compilation
-    included.
-    """
-    from hrnet_flax.train_config import TrainConfig
-
-    return TrainConfig(
-        model="hrnet_w18_small",
-        num_classes=NUM_CLASSES,
-        dtype="float32",
-        dataset="digits",
-        image_size=32,
-        eval_image_size=32,
-        global_batch_size=64,
-        eval_batch_size=128,
-        base_lr=0.02,
-        base_batch_size=64,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-5,
-        weight_decay_mode="l2",
-        epochs=3,
-        schedule="cosine",
-        warmup_epochs=0.3,
-        log_every_steps=20,
-        checkpoint_every_steps=100,
-        keep_checkpoints=2,
-    )
 
 
 def split_size(split: str) -> int:
@@ -90,12 +57,10 @@ def _shift(images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.stack([p[dy : dy + 8, dx : dx + 8] for p, (dy, dx) in zip(padded, offsets)])
 
 
-def _process_slice(batch_size_per_process: int, process_index: int | None, process_count: int | None):
-    import jax
-
-    index = jax.process_index() if process_index is None else process_index
-    count = jax.process_count() if process_count is None else process_count
-    return index, count, slice(index * batch_size_per_process, (index + 1) * batch_size_per_process)
+def _rows(batch_size_per_process: int, process_index: int | None, process_count: int | None) -> tuple[int, slice]:
+    """(process count, this process's rows of a global batch)."""
+    index, count = process_share(process_index, process_count)
+    return count, slice(index * batch_size_per_process, (index + 1) * batch_size_per_process)
 
 
 def train_dataset(
@@ -111,7 +76,7 @@ def train_dataset(
     """Infinite train batches; batch `k` is step `start_step + k` of the run (this process's share)."""
     images, labels = _splits()["train"]
     n = len(labels)
-    _, count, part = _process_slice(batch_size_per_process, process_index, process_count)
+    count, part = _rows(batch_size_per_process, process_index, process_count)
     global_batch = batch_size_per_process * count
     step = start_step
     while True:
@@ -142,7 +107,7 @@ def eval_dataset(
     """Every image of `split` once, in order; the last batch padded with `mask=False` rows."""
     split_size(split)
     images, labels = _splits()[split]
-    _, count, part = _process_slice(batch_size_per_process, process_index, process_count)
+    count, part = _rows(batch_size_per_process, process_index, process_count)
     global_batch = batch_size_per_process * count
     for start in range(0, len(labels), global_batch):
         index = np.arange(start, start + global_batch)[part]

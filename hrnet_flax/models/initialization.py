@@ -16,18 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_flax.model import CONV_INIT, DENSE_INIT
+from hrnet_flax.models.hrnet import CONV_INIT, DENSE_INIT
+from hrnet_flax.models.stacking import model_variables
 
 ONES = ("scale", "var")
 
 
 def init_variables(model: Any, rng: jax.Array, image_shape: tuple[int, ...] = (1, 32, 32, 3)) -> dict:
-    """Variables for `model` ({"params", "batch_stats"}), without compiling its forward pass."""
-    if getattr(model, "scan", False):  # the same draw as the plain model, stacked
-        from hrnet_flax.stacking import stack_variables
-
-        return stack_variables(init_variables(model.clone(scan=False), rng, image_shape))
-    abstract = jax.eval_shape(model.init, rng, jax.ShapeDtypeStruct(image_shape, jnp.float32))
+    """Variables for an `HRNet` ({"params", "batch_stats"}), without compiling its forward pass;
+    a scanned model gets the same draw as the plain one, stacked."""
+    abstract = jax.eval_shape(model.clone(scan=False).init, rng, jax.ShapeDtypeStruct(image_shape, jnp.float32))
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     stds = []
     for path, leaf in leaves:
@@ -47,4 +45,4 @@ def init_variables(model: Any, rng: jax.Array, image_shape: tuple[int, ...] = (1
             value = draw[offset : offset + size].reshape(leaf.shape) * np.float32(std)
             offset += size
         out.append(jnp.asarray(value, leaf.dtype))
-    return jax.tree_util.tree_unflatten(treedef, out)
+    return model_variables(model, jax.tree_util.tree_unflatten(treedef, out))

@@ -38,10 +38,3 @@ class MetricWriter:
         if self.enabled:
             self._jsonl.close()
             self._tb.close()
-
-
-def read_metrics(workdir: str) -> list[dict[str, float]]:
-    """The records of `<workdir>/metrics.jsonl`, in order."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

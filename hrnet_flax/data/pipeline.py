@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from hrnet_flax.preprocess import (
+from hrnet_flax.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     EvalSpec,
@@ -41,43 +41,14 @@ from hrnet_flax.preprocess import (
     tf,
     train_image,
 )
-from hrnet_flax.sources import DataSource, as_source, class_names, folder_index, imagenet_builder, num_examples
-
-__all__ = [
-    "DataSource",
-    "EvalBatches",
-    "class_names",
-    "eval_dataset",
-    "num_examples",
-    "steps_per_epoch",
-    "train_dataset",
-]
+from hrnet_flax.data.batches import Batch, pad_rows, process_share
+from hrnet_flax.data.sources import as_source, folder_index, imagenet_builder
 
 log = logging.getLogger(__name__)
-Batch = dict[str, np.ndarray]
-
-
-def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-    if process_index is None or process_count is None:
-        import jax
-
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} out of range for process_count {process_count}")
-    return process_index, process_count
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.default_rng([seed, epoch, 7]).integers(0, 2**31 - 1))
-
-
-def steps_per_epoch(
-    source: Any, *, batch_size_per_process: int, split: str = "train", process_count: int | None = None
-) -> int:
-    """Train steps in one pass over the data (the global batch is B x process_count)."""
-    count = process_count if process_count is not None else _process(None, None)[1]
-    return num_examples(source, split) // (batch_size_per_process * count)
 
 
 def train_dataset(
@@ -102,7 +73,7 @@ def train_dataset(
     if batch_size_per_process <= 0:
         raise ValueError(f"batch_size_per_process must be positive, got {batch_size_per_process}")
     source = as_source(source)
-    p, count = _process(process_index, process_count)
+    p, count = process_share(process_index, process_count)
     t = tf()
 
     def to_example(encoded, label, position):
@@ -199,7 +170,7 @@ class EvalBatches:
         self.spec: EvalSpec = eval_spec(spec, size=image_size)
         self.split = split
         self.batch_size = batch_size_per_process
-        self.process_index, self.process_count = _process(process_index, process_count)
+        self.process_index, self.process_count = process_share(process_index, process_count)
         self.unreadable: list[str] = []
         if self.source.kind == "folder":
             paths, labels, _ = folder_index(self.source.path, split)
@@ -263,7 +234,7 @@ class EvalBatches:
         produced = 0
         for batch in ds.as_numpy_iterator():
             seen[batch.pop("index")] = True
-            yield _pad(batch, b)
+            yield pad_rows(batch, b)
             produced += 1
         # fewer batches here than on the busiest process (or unreadable images skipped): pad
         empty = {
@@ -271,7 +242,7 @@ class EvalBatches:
             "label": np.zeros((0,), np.int32),
         }
         for _ in range(produced, self.num_batches):
-            yield _pad(empty, b)
+            yield pad_rows(empty, b)
         if produced > self.num_batches:
             raise AssertionError(f"produced {produced} eval batches, expected at most {self.num_batches}")
         missing = np.flatnonzero(~seen).tolist()
@@ -280,32 +251,6 @@ class EvalBatches:
             log.warning("%d unreadable image(s) skipped: %s", len(missing), ", ".join(self.unreadable[:10]))
 
 
-def _pad(batch: Batch, size: int) -> Batch:
-    n = len(batch["label"])
-    out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
-    out["mask"] = np.arange(size) < n
-    return out
-
-
-def eval_dataset(
-    source: Any,
-    *,
-    batch_size_per_process: int,
-    spec: Any = "timm",
-    preset: str | None = None,
-    image_size: int | None = None,
-    split: str = "validation",
-    process_index: int | None = None,
-    process_count: int | None = None,
-) -> EvalBatches:
-    """Finite, padded+masked evaluation batches (see `EvalBatches`). `spec` (or `preset`) is a
-    preset name (`paddle`, `timm`, `timm_095`, ...), an `EvalSpec`, or a pretrained-registry entry."""
-    return EvalBatches(
-        source,
-        batch_size_per_process=batch_size_per_process,
-        spec=preset if preset is not None else spec,
-        image_size=image_size,
-        split=split,
-        process_index=process_index,
-        process_count=process_count,
-    )
+def eval_dataset(source: Any, **kwargs: Any) -> EvalBatches:
+    """Finite, padded+masked evaluation batches: `EvalBatches(source, **kwargs)`."""
+    return EvalBatches(source, **kwargs)

@@ -8,8 +8,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from hrnet_flax.config import ARCHS, HRNetConfig
-from hrnet_flax.model import HRNet
+from hrnet_flax.models.config import ARCHS, HRNetConfig
+from hrnet_flax.models.hrnet import HRNet
 
 
 def list_models(pattern: str = "*") -> list[str]:

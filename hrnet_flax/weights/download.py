@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from hrnet_flax.checkpoint_io import CheckpointError
+from hrnet_flax.weights.checkpoint_io import CheckpointError
 
 CHUNK = 1 << 20
 

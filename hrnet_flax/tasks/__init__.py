@@ -1,0 +1,16 @@
+"""Tasks: what is learned and measured. `TASKS` maps `TrainConfig.task` to its class."""
+
+from hrnet_flax.tasks.base import Task
+from hrnet_flax.tasks.classification import Classification
+
+TASKS: dict[str, type[Task]] = {Classification.name: Classification}
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered as `name`."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+__all__ = ["TASKS", "Classification", "Task", "get_task"]
