@@ -112,6 +112,7 @@ def test_conv_general_dilated_names_what_it_does_not_support(kwargs, message):
         conv.conv_general_dilated(jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 4, 4)), (1, 1), **args)
 
 
+@pytest.mark.slow
 def test_model_gradients_equal_with_and_without_explicit_conv_gradients():
     """In float64: at batch 2 and 32 px (1x1 maps at the lowest branch), BatchNorm over two values
     amplifies rounding: in float32 the two losses came out 2.13 and 1.90 (float64: 1.70); in

@@ -27,6 +27,8 @@ from hrnet_flax import create_model, load_pretrained
 from hrnet_flax.weights.checkpoint_io import read_pdparams
 from hrnet_flax.weights.convert import export_timm
 
+pytestmark = pytest.mark.slow
+
 PADDLE_SCRIPT = r"""
 import os, site, sys
 import numpy as np

@@ -67,6 +67,7 @@ PADDLE_COUNT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_same_parameters_as_paddleclas(paddle_python):
     cases = [(w, False) for w in (18, 30, 32, 40, 44, 48, 64)] + [(18, True), (48, True), (64, True)]
     result = subprocess.run(

@@ -4,9 +4,12 @@ round trip and timm export, the trained demo's accuracy, its figures and the fea
 import re
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):

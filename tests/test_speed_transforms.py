@@ -13,18 +13,19 @@ import hrnet_flax as hf
 def randomised(variables, seed=0):
     """Non-trivial BatchNorm statistics and affine parameters, so a wrong fold cannot pass."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    rng = np.random.default_rng(seed)  # numpy: no small XLA program compiled per leaf shape
     out = []
-    for (path, x), k in zip(leaves, keys):
+    for path, x in leaves:
         name = path[-1].key
         if name in ("var", "scale"):
-            x = jax.random.uniform(k, x.shape, x.dtype, 0.5, 1.0)
+            x = jnp.asarray(rng.uniform(0.5, 1.0, x.shape), x.dtype)
         elif name in ("mean", "bias"):
-            x = 0.1 * jax.random.normal(k, x.shape, x.dtype)
+            x = jnp.asarray(0.1 * rng.normal(size=x.shape), x.dtype)
         out.append(x)
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("se", [False, True])
 def test_folded_batchnorm_matches_the_plain_model(se):
     name = "hrnet_w18_small"
@@ -60,6 +61,7 @@ TINY = dict(
 )
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_loss_and_gradients():
     """In float64, like the explicit-gradient test in test_conv.py: at batch 2 and 32 px, BatchNorm over the
     1-pixel branches amplifies rounding, and once XLA fuses the recomputation differently (jaxlib 0.12 does;
@@ -86,6 +88,7 @@ def test_remat_gives_the_same_loss_and_gradients():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g0, g1)  # measured: 0 and 2.4e-15
 
 
+@pytest.mark.slow
 def test_scanned_model_matches_the_plain_model_and_its_layout_round_trips(tmp_path):
     name = "hrnet_w18_small_v2"  # 2 blocks per branch, stages of 1, 3 and 2 modules
     plain = hf.create_model(name, num_classes=10)
@@ -124,6 +127,7 @@ def test_scanned_model_matches_the_plain_model_and_its_layout_round_trips(tmp_pa
         hf.stack_variables(variables)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("se", [False, True])
 def test_scanned_model_trains_like_the_plain_model(se):
     """Scanned layers (stacked, keeping only conv outputs for the backward pass) give the plain
@@ -181,6 +185,7 @@ def test_fast_cpu_flags_keep_the_users_choice(monkeypatch):
     assert [f for f in flags if f.startswith("--xla_cpu_experimental_ynn_fusion_type=")] == mine[1:]
 
 
+@pytest.mark.slow
 def test_scanned_layers_keep_only_their_convolution_outputs(monkeypatch):
     """`model.repeated` stacks only convolution outputs for the backward pass (`SCAN_SAVES`) and
     recomputes BatchNorm and ReLU: less memory than stacking everything, the same gradients."""
@@ -219,6 +224,7 @@ def ynn_fusions_with_convolutions(hlo: str) -> int:
     return sum(" convolution(" in bodies[name] for name in called)
 
 
+@pytest.mark.slow
 def test_inference_head_convolutions_stay_out_of_ynnpack_fusions(monkeypatch):
     """The classifier's global pool is a matrix product (`model.global_average_pool`): as a
     reduction, XLA:CPU's YNNPACK fusion (`FAST_CPU_FLAGS`) took in the head's convolutions."""

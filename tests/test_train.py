@@ -124,6 +124,7 @@ def test_finetune_starts_from_the_exported_weights(demo_run, tmp_path):
         load_config(configs / "finetune.py", [f"dataset={tmp_path}"])
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_equals_uninterrupted(tmp_path, demo_run):
     _, reference_dir = demo_run
     reference = restore_raw(reference_dir, 6)
@@ -146,6 +147,7 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path, demo_run):
     assert int(state.step) == 6
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     original = demo_data.train_dataset
 
@@ -193,6 +195,7 @@ def test_launch_script_and_configs(tmp_path):
         load_config(configs / "nope.py")
 
 
+@pytest.mark.slow
 def test_bfloat16_step_keeps_float32_state():
     """bfloat16 compute (convolutions in bf16), float32 parameters, statistics, optimizer and EMA."""
     from hrnet_flax.train.optim import create_optimizer
@@ -215,6 +218,7 @@ def test_bfloat16_step_keeps_float32_state():
     assert sum(moved) > 0.9 * len(moved)
 
 
+@pytest.mark.slow
 def test_scanned_step_equals_plain_step():
     """`config.scan` changes only how the step is traced: the same canonical state after a step."""
     from hrnet_flax.train.optim import create_optimizer

@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import ROOT
 from data_support import cpu_env, make_folder
@@ -27,6 +28,7 @@ def flat(tree, prefix=()) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 def test_finetune_from_a_checkpoint_on_an_image_folder(tmp_path):
     from hrnet_flax import create_model, is_stacked, load_pretrained, save_checkpoint
     from hrnet_flax.models.initialization import init_variables

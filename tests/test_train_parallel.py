@@ -11,9 +11,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 from data_support import cpu_env as worker_env
+
+pytestmark = pytest.mark.slow
+
 
 WORKER = str(ROOT / "tests" / "train_worker.py")
 
@@ -28,10 +32,16 @@ def leaf_error(a: np.ndarray, b: np.ndarray, floor: float) -> float:
     return float(np.abs(a - b).max() / max(np.abs(a).max(), floor))
 
 
-def test_four_devices_equal_one_device(tmp_path):
-    out = tmp_path / "eq.npz"
+@pytest.fixture(scope="module")
+def one_process_step(tmp_path_factory):
+    """One process's step on one and on four devices (`1:*` and `4:*`), shared by both tests."""
+    out = tmp_path_factory.mktemp("one_process") / "eq.npz"
     run_worker(["equivalence", str(out)], devices=4)
-    d = np.load(out)
+    return np.load(out)
+
+
+def test_four_devices_equal_one_device(one_process_step):
+    d = one_process_step
     keys = [k[2:] for k in d.files if k.startswith("1:")]
     assert {"loss", "accuracy"} <= set(keys)
     grads = [k for k in keys if k.startswith("grad")]
@@ -79,7 +89,7 @@ def update_error(start: dict, a: dict, b: dict) -> float:
     return (num / den) ** 0.5
 
 
-def test_two_processes_equal_one_process(tmp_path):
+def test_two_processes_equal_one_process(tmp_path, one_process_step):
     """Two processes x two CPU devices (gloo collectives) = one process with four devices.
 
     The step (loss, gradients, BatchNorm statistics) is compared in float64, to 1e-9. Then the whole
@@ -98,9 +108,8 @@ def test_two_processes_equal_one_process(tmp_path):
     """
     # The step: loss, gradients and BatchNorm statistics. Process 1 starts compiling 40 s late (a
     # slower host; gloo gives processes 30 s to meet at a collective, see `compile_for_all_processes`).
-    run_worker(["equivalence", str(tmp_path / "eq.npz")], devices=4)
     run_processes(lambda i: ["equivalence", str(tmp_path / f"eq{i}.npz")], devices=2, TRAIN_WORKER_DELAY="40")
-    single = np.load(tmp_path / "eq.npz")
+    single = one_process_step
     keys = [k[2:] for k in single.files if k.startswith("4:")]
     scale = max(np.abs(single[f"4:{k}"]).max() for k in keys if k.startswith("grad"))
     for i in range(2):

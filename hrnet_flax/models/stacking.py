@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -46,8 +47,11 @@ def stack_variables(variables: Mapping) -> dict:
         missing = [i for i in np.ndindex(shape) if i not in parts]
         if missing:
             raise ValueError(f"cannot stack {'/'.join(path)}: copy {missing[0]} of the repeated layer is missing")
-        leaves = [jnp.asarray(parts[i]) for i in np.ndindex(shape)]
-        out[path] = jnp.stack(leaves).reshape(shape + leaves[0].shape)
+        leaves = [parts[i] for i in np.ndindex(shape)]
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):  # inside a jitted step
+            out[path] = jnp.stack(leaves).reshape(shape + jnp.shape(leaves[0]))
+        else:  # concrete arrays: numpy, so no small XLA program is compiled per leaf shape
+            out[path] = jnp.asarray(np.stack([np.asarray(x) for x in leaves]).reshape(shape + np.shape(leaves[0])))
     return unflatten_dict(out)
 
 
@@ -56,6 +60,8 @@ def unstack_variables(variables: Mapping) -> dict:
     out = {}
     for path, leaf in flatten_dict(variables).items():
         depth = sum(k == STACKED for k in path)
+        if depth and not isinstance(leaf, jax.core.Tracer):  # numpy slices: no XLA program per leaf shape
+            leaf = np.asarray(leaf)
         for index in np.ndindex(jnp.shape(leaf)[:depth]):
             new, pos = [], 0
             for k in path:
@@ -65,7 +71,8 @@ def unstack_variables(variables: Mapping) -> dict:
                 i, pos = index[pos], pos + 1
                 parent = new.pop()
                 new.append(f"layer1_{i + 1}" if parent == "layer1" else f"{parent}_{i}")
-            out[tuple(new)] = leaf[index] if depth else leaf
+            part = leaf[index] if depth else leaf
+            out[tuple(new)] = jnp.asarray(part) if isinstance(part, np.ndarray) else part
     return unflatten_dict(out)
 
 
