@@ -13,7 +13,7 @@ sample by sample so machine noise hits both alike.
     python experiments/benchmark.py --variants hrnet_w18 hrnet_w32 hrnet_w48 --dtype bfloat16 --batch 256
 
 Rows: `ours` (jit; for inference BatchNorm folded, identical layers scanned, as the CLI runs it;
-for training the training loop's step, `hrnet_flax.train.loop`, on one device, scanned where the loop
+for training the training loop's step, `hrnet_flax.train.step`, on one device, scanned where the loop
 scans by default (`runtime.speed_options`: one CPU device, there with `explicit_conv_grads=True`);
 `--scan on|off` forces either), `ours-bn` (inference without folding), `timm` (eager NCHW),
 `timm-cl` (eager channels-last) and, with `--torch-compile`, `timm-compile`. Ratios are
