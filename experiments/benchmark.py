@@ -76,9 +76,9 @@ def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool, sc
             compiled(state, images).block_until_ready()
 
     else:  # the training loop's own step (hrnet_flax.train.step) on one device: SGD, momentum, L2
-        from hrnet_flax.train.optim import create_optimizer
         from hrnet_flax.parallel import global_batch, make_mesh
         from hrnet_flax.train.config import TrainConfig
+        from hrnet_flax.train.optim import create_optimizer
         from hrnet_flax.train.step import build_model, create_train_state, make_train_step
 
         config = TrainConfig(model=name, dtype=dtype, dataset="synthetic", image_size=size, global_batch_size=batch,

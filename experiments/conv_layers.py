@@ -22,10 +22,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from benchmark import machine, timed  # experiments/benchmark.py, beside this script (sets the fast CPU flags)
-from hrnet_flax.models import conv
-from hrnet_flax.models import info
+
+from hrnet_flax.models import conv, info
 from hrnet_flax.runtime import enable_compilation_cache
 
 PARTS = ("fwd", "dx", "dw")

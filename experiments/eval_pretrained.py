@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help="override the crop size (keeps each crop fraction); default: as published")
     args = parser.parse_args(argv)
 
-    from hrnet_flax.runtime import enable_compilation_cache, use_fast_cpu_flags
     from hrnet_flax.data import DataSource, eval_dataset
-    from hrnet_flax.evaluate import evaluate
     from hrnet_flax.data.preprocess import eval_spec
+    from hrnet_flax.evaluate import evaluate
+    from hrnet_flax.runtime import enable_compilation_cache, use_fast_cpu_flags
     from hrnet_flax.weights.pretrained import get_pretrained, list_pretrained, load_pretrained
 
     use_fast_cpu_flags()

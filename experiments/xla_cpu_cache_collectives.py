@@ -26,7 +26,8 @@ def program(reps: int) -> list[float]:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from jax.sharding import Mesh, PartitionSpec as P
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
 
     def body(c, w):
         return jnp.tanh((c - jax.lax.pmean(jnp.mean(c, axis=0), "d")) @ w), None  # BatchNorm-like

@@ -1,4 +1,5 @@
-"""The training loop on one device: the demo end to end, SIGTERM + resume, a non-finite loss stop.
+"""The training loop on one device: the demo end to end, SIGTERM + resume, a non-finite loss stop,
+a new task through the same loop.
 
 All runs share one short config (the demo's, with EMA and label smoothing switched on), so
 the train step compiles once; the later runs load it from the persistent compilation cache.
@@ -12,17 +13,18 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import ROOT
 from hrnet_flax import cli
 from hrnet_flax.data import digits as demo_data
-from hrnet_flax.train.config import demo_config
-from hrnet_flax.train.optim import learning_rate_schedule
+from hrnet_flax.tasks import Classification
 from hrnet_flax.train.checkpoint import checkpoint_manager
-from hrnet_flax.train.loop import NonFiniteLossError, resolve_config, train_and_evaluate
-from hrnet_flax.train.config import apply_overrides, load_config
+from hrnet_flax.train.config import apply_overrides, demo_config, load_config
+from hrnet_flax.train.loop import NonFiniteLossError, resolve_config, summary_line, train_and_evaluate
+from hrnet_flax.train.optim import learning_rate_schedule
 
 SHORT = [
     "global_batch_size=16",
@@ -198,8 +200,8 @@ def test_launch_script_and_configs(tmp_path):
 @pytest.mark.slow
 def test_bfloat16_step_keeps_float32_state():
     """bfloat16 compute (convolutions in bf16), float32 parameters, statistics, optimizer and EMA."""
-    from hrnet_flax.train.optim import create_optimizer
     from hrnet_flax.parallel import global_batch, make_mesh
+    from hrnet_flax.train.optim import create_optimizer
     from hrnet_flax.train.step import build_model, create_train_state, make_train_step
 
     cfg = resolve_config(apply_overrides(short_config(), ["dtype=bfloat16", "global_batch_size=8", "warmup_epochs=0"]))
@@ -221,8 +223,8 @@ def test_bfloat16_step_keeps_float32_state():
 @pytest.mark.slow
 def test_scanned_step_equals_plain_step():
     """`config.scan` changes only how the step is traced: the same canonical state after a step."""
-    from hrnet_flax.train.optim import create_optimizer
     from hrnet_flax.parallel import global_batch, make_mesh
+    from hrnet_flax.train.optim import create_optimizer
     from hrnet_flax.train.step import build_model, create_train_state, make_train_step
 
     cfg = resolve_config(short_config())
@@ -269,3 +271,50 @@ def test_speed_options():
         assert resolve_scan(on, "cpu", 4) is True
     finally:
         jax.config.update("jax_enable_compilation_cache", True)
+
+
+class SquaredError(Classification):
+    """Another task through the same loop: the squared error of the softmax to the one-hot label,
+    logged as its own metric, with the count of scored examples in its summary."""
+
+    name = "squared_error"
+
+    def loss(self, outputs, batch):
+        mask = batch["mask"].astype(jnp.float32)
+        error = ((jax.nn.softmax(outputs) - jax.nn.one_hot(batch["label"], outputs.shape[-1])) ** 2).sum(-1)
+        loss = (error * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+        return loss, {"squared_error": loss}
+
+    def summarize(self, sums):
+        return {**super().summarize(sums), "scored": int(sums["count"])}
+
+    def describe(self, metrics):
+        return f"{metrics['scored']} scored, top-1 {metrics['top1']:.2f}%"
+
+
+@pytest.mark.slow
+def test_a_new_task_plugs_into_the_loop(tmp_path, monkeypatch):
+    """A task registered in `TASKS` and named by `config.task` sets the loss, the logged metrics,
+    the evaluation summary and the summary line, with the loop unchanged (a narrow HRNet keeps
+    the compile short)."""
+    from hrnet_flax import StageConfig
+    from hrnet_flax.tasks import TASKS
+
+    monkeypatch.setitem(TASKS, SquaredError.name, SquaredError)
+    narrow = {
+        "stages": (StageConfig(1, "bottleneck", (1,), (8,)), StageConfig(1, "basic", (1, 1), (4, 8)),
+                   StageConfig(1, "basic", (1, 1, 1), (4, 8, 16)), StageConfig(1, "basic", (1, 1, 1, 1), (4, 8, 16, 32))),
+        "head_channels": (8, 16, 32, 64), "num_features": 128, "stem_width": 16,
+    }  # fmt: skip
+    config = apply_overrides(short_config(), ["task=squared_error", "total_steps=2", "ema_decay=None"])
+    config.model_overrides.update(narrow)
+    result = train_and_evaluate(config, str(tmp_path))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "train/squared_error" in r]
+    assert [r["step"] for r in logged] == [2] and all(r["train/squared_error"] == r["train/loss"] for r in logged)
+    assert 0.0 < logged[0]["train/loss"] <= 2.0 and "train/accuracy" not in logged[0]
+    assert result.eval["scored"] == result.eval["count"] == 359 and records[-1]["eval/scored"] == 359
+    line = summary_line(config, result, str(tmp_path), 1.0)
+    assert "validation 359 scored, top-1" in line, line
+    with pytest.raises(ValueError, match="config.task='nope'"):
+        apply_overrides(config, ["task=nope"])

@@ -21,8 +21,7 @@ MODE = sys.argv[1]
 
 def small_config():
     """The demo's model at global batch 8, four steps of 64x64 train images (digits eval)."""
-    from hrnet_flax.train.config import demo_config
-    from hrnet_flax.train.config import apply_overrides
+    from hrnet_flax.train.config import apply_overrides, demo_config
 
     return apply_overrides(
         demo_config(),

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from hrnet_flax.data.batches import Batch, pad_rows, process_share
 from hrnet_flax.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -41,7 +42,6 @@ from hrnet_flax.data.preprocess import (
     tf,
     train_image,
 )
-from hrnet_flax.data.batches import Batch, pad_rows, process_share
 from hrnet_flax.data.sources import as_source, folder_index, imagenet_builder
 
 log = logging.getLogger(__name__)

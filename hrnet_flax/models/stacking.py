@@ -81,7 +81,6 @@ def is_stacked(variables: Mapping) -> bool:
     return any(STACKED in path for path in flatten_dict(variables))
 
 
-
 def model_variables(model: Any, variables: Mapping) -> Mapping:
     """`variables` (canonical or stacked) in the layout `model` takes: stacked for a `scan=True`
     model, canonical otherwise. The one place that converts between the two layouts for a model."""

@@ -18,7 +18,7 @@ from hrnet_flax.models.config import ARCHS, HRNetConfig
 from hrnet_flax.models.registry import canonical_name, create_model
 from hrnet_flax.models.stacking import model_variables, unstack_variables
 from hrnet_flax.weights.checkpoint_io import CheckpointError, read_any, write_safetensors
-from hrnet_flax.weights.layouts import Leaf, LayoutError, key_table, reference_names
+from hrnet_flax.weights.layouts import LayoutError, Leaf, key_table, reference_names
 
 log = logging.getLogger("hrnet_flax")
 

@@ -58,12 +58,11 @@ class Leaf:
 def modules(config: HRNetConfig, num_classes: int) -> tuple[Module, ...]:
     """All ConvBN and Dense modules of the variant from its variable tree, in the order the forward
     pass calls them (so errors name the earliest layer that does not fit)."""
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
     from hrnet_flax.models.hrnet import HRNet
-
-    import flax.linen as nn
 
     model = HRNet(config, num_classes=num_classes)
     image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
