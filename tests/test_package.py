@@ -94,3 +94,9 @@ def test_no_import_cycles():
     for module in graph:
         if module not in state:
             visit(module, [module])
+
+
+def test_every_folder_is_a_regular_package():
+    """A folder without `__init__.py` is a namespace package, which setuptools leaves out of a wheel."""
+    folders = {p.parent for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    assert not [str(f) for f in folders if not (f / "__init__.py").exists()]
