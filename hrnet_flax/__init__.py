@@ -12,7 +12,7 @@ from hrnet_flax.models.hrnet import HRNet
 from hrnet_flax.models.initialization import init_variables
 from hrnet_flax.models.registry import create_model, list_models
 from hrnet_flax.models.stacking import is_stacked, stack_variables, unstack_variables
-from hrnet_flax.weights.convert import save_checkpoint
+from hrnet_flax.weights.convert import export_timm, save_checkpoint
 from hrnet_flax.weights.pretrained import get_pretrained, list_pretrained, load_pretrained
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "HRNetConfig",
     "StageConfig",
     "create_model",
+    "export_timm",
     "fold_batchnorm",
     "get_pretrained",
     "init_variables",
