@@ -19,6 +19,8 @@ def pad_rows(batch: Mapping[str, np.ndarray], size: int) -> Batch:
     n = len(next(iter(batch.values())))
     if n > size:
         raise ValueError(f"a batch of {n} rows does not fit in {size}")
+    if n == size and "mask" in batch:  # already full: no copy of the images
+        return dict(batch)
     mask = np.asarray(batch["mask"], bool) if "mask" in batch else np.ones(n, bool)
     out = {k: np.concatenate([v, np.zeros((size - n, *np.shape(v)[1:]), np.asarray(v).dtype)]) for k, v in batch.items()}
     out["mask"] = np.concatenate([mask, np.zeros(size - n, bool)])
