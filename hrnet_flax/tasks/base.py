@@ -7,9 +7,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
-import numpy as np
 
-Batch = dict[str, np.ndarray]
+from hrnet_flax.data.batches import Batch
 
 
 class Task:
