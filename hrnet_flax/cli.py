@@ -13,7 +13,7 @@ import sys
 def add_info(sub) -> None:
     p = sub.add_parser("info", help="parameters, MACs and FLOPs of the variants at 224x224")
     p.add_argument("names", nargs="*", help="variant names (default: all)")
-    p.add_argument("--size", type=int, default=224, help="square input side (a multiple of 32)")
+    p.add_argument("--size", type=_side_or_size, default=224, help="input side or HxW (multiples of 32), e.g. 1024x2048")
     p.set_defaults(run=run_info)
 
 
@@ -81,13 +81,70 @@ def _add_model_args(p) -> None:
     p.add_argument("--size", type=int, help="input side (a multiple of 32; keeps the preset's crop fraction)")
 
 
+def _add_test_time_args(p) -> None:
+    """Segmentation inference options (test-time augmentation)."""
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="segmentation: multi-scale testing")
+    p.add_argument("--flip", action="store_true", help="segmentation: add the horizontally flipped prediction")
+    p.add_argument("--window", type=_size, help="segmentation: sliding-window inference with HxW windows")
+    p.add_argument("--align-corners", type=_bool, help="override the weights' align_corners (true/false)")
+
+
+def _side_or_size(text: str) -> int | tuple[int, int]:
+    return _size(text) if "x" in text.lower() else int(text)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 512x1024; got {text!r}") from None
+    return h, w
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false; got {text!r}")
+    return text.lower() in ("true", "1")
+
+
+def _load_model(args, **kwargs):
+    """`(model, variables)` of `--model`, with the options the command line gives."""
+    from hrnet_flax.weights.pretrained import load_pretrained
+
+    if getattr(args, "align_corners", None) is not None:
+        kwargs["align_corners"] = args.align_corners
+    return load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes, **kwargs)
+
+
+def _segmentation_task(args, model):
+    from hrnet_flax.tasks.segmentation import Segmentation
+
+    return Segmentation(
+        num_classes=model.num_classes,
+        align_corners=model.config.align_corners,
+        scales=tuple(args.scales),
+        flip=args.flip,
+        window=args.window,
+    )
+
+
 def add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="exact top-1/top-5 on ImageNet (tfds) or an image folder; prints one JSON line")
+    p = sub.add_parser(
+        "eval",
+        help="exact top-1/top-5 (ImageNet or an image folder), or mIoU (segmentation models: an image/mask "
+        "folder or Cityscapes); prints one JSON line",
+    )
     _add_model_args(p)
-    p.add_argument("--data-dir", required=True, help="tfds data_dir holding imagenet2012, or an image folder root")
-    p.add_argument("--manual-dir", help="folder with ILSVRC2012_img_train.tar / ILSVRC2012_img_val.tar to prepare from")
-    p.add_argument("--split", default="validation")
+    p.add_argument(
+        "--data-dir",
+        required=True,
+        help="classification: tfds data_dir holding imagenet2012, or an image folder root; segmentation: a "
+        "folder with <split>/images and <split>/masks, or a tfds data_dir holding cityscapes",
+    )
+    p.add_argument("--manual-dir", help="folder with the downloaded archives (ImageNet tars, Cityscapes zips) to prepare from")
+    p.add_argument("--split", default="validation", help="classification split (segmentation: val)")
     p.add_argument("--batch-size", type=int, default=64, help="per process")
+    _add_test_time_args(p)
     p.set_defaults(run=run_eval)
 
 
@@ -97,12 +154,14 @@ def run_eval(args) -> int:
 
     from hrnet_flax.data import DataSource, eval_dataset
     from hrnet_flax.evaluate import evaluate
-    from hrnet_flax.weights.pretrained import default_spec, load_pretrained
+    from hrnet_flax.weights.pretrained import default_spec
 
+    model, variables = _load_model(args, scan=True)
+    if model.config.head == "segmentation":
+        return _eval_segmentation(args, model, variables)
     source = DataSource(args.data_dir, "imagenet" if args.manual_dir else "auto", args.manual_dir)
     spec = args.preset or default_spec(args.model)
     batches = eval_dataset(source, batch_size_per_process=args.batch_size, spec=spec, image_size=args.size, split=args.split)
-    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes, scan=True)
     print(
         f"evaluating {args.model} on {batches.total_examples} images of {args.data_dir} ({args.split}), "
         f"preprocessing {batches.spec}",
@@ -112,6 +171,54 @@ def run_eval(args) -> int:
     if batches.unreadable:
         print(f"{len(batches.unreadable)} unreadable image(s) skipped: {', '.join(batches.unreadable)}", file=sys.stderr)
     print(json.dumps(result))
+    return 0
+
+
+def _eval_segmentation(args, model, variables) -> int:
+    import json
+
+    from hrnet_flax.data import segmentation as seg_data
+    from hrnet_flax.evaluate import evaluate
+
+    source = seg_data.segmentation_source(args.data_dir, manual_dir=args.manual_dir)
+    split = "val" if args.split == "validation" else args.split
+    batches = seg_data.eval_dataset(source, batch_size_per_process=args.batch_size, split=split)
+    task = _segmentation_task(args, model)
+    print(f"evaluating {args.model} on {len(batches)} batches of {args.data_dir} ({split}), {task}", file=sys.stderr)
+    result = evaluate(model, variables, batches, task=task, progress=True)
+    if getattr(batches, "unreadable", None):
+        print(f"{len(batches.unreadable)} unreadable image(s) skipped: {', '.join(batches.unreadable)}", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
+
+
+def add_segment(sub) -> None:
+    p = sub.add_parser("segment", help="label map and coloured overlay of image files (segmentation models)")
+    p.add_argument("--model", required=True, help="weights: registered name, file or URL (see load_pretrained)")
+    p.add_argument("--arch", help="variant name, when it cannot be read from the weights")
+    p.add_argument("--num-classes", type=int, help=argparse.SUPPRESS)
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument(
+        "--out",
+        help="label map PNG (palette: pixel value = class); with several images a folder "
+        "(default: <image stem>_labels.png beside the image)",
+    )
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
+    _add_test_time_args(p)
+    p.set_defaults(run=run_segment)
+
+
+def run_segment(args) -> int:
+    """Writes `<out>` (the label map) and `<out stem>_overlay.png` per image; prints class areas."""
+    from hrnet_flax.predict import segment_files
+
+    model, variables = _load_model(args)
+    if model.config.head != "segmentation":
+        raise ValueError(f"{args.model} is a {model.config.head} model; `segment` needs a segmentation model")
+    task = _segmentation_task(args, model)
+    for path, (labels_path, overlay_path, areas) in zip(args.images, segment_files(model, variables, args.images, task, args.out, alpha=args.alpha)):
+        top = ", ".join(f"class {c}: {share:.1%}" for c, share in areas[:5])
+        print(f"{path}: labels {labels_path}, overlay {overlay_path}; {top}")
     return 0
 
 
@@ -126,9 +233,11 @@ def add_predict(sub) -> None:
 def run_predict(args) -> int:
     """Top-k class names with probabilities for each image."""
     from hrnet_flax.predict import predict
-    from hrnet_flax.weights.pretrained import default_spec, load_pretrained
+    from hrnet_flax.weights.pretrained import default_spec
 
-    model, variables = load_pretrained(args.model, arch=args.arch, num_classes=args.num_classes, scan=True)
+    model, variables = _load_model(args, scan=True)
+    if model.config.head != "classification":
+        raise ValueError(f"{args.model} is a {model.config.head} model; use `hrnet-flax segment` for it")
     spec = args.preset or default_spec(args.model)
     results = predict(model, variables, args.images, spec=spec, size=args.size, k=args.top_k)
     for path, best in zip(args.images, results):
@@ -139,7 +248,12 @@ def run_predict(args) -> int:
 
 
 def add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="train hrnet_w18_small on the bundled handwritten digits (no download)")
+    p = sub.add_parser(
+        "demo",
+        help="train on the bundled handwritten digits (no download): hrnet_w18_small classifies digits, or "
+        "(--task segmentation) hrnetv2_w18_small_seg segments digits pasted on canvases",
+    )
+    p.add_argument("--task", choices=["classification", "segmentation"], default="classification")
     p.add_argument("--workdir", help="checkpoints and metrics (default: a new temporary folder)")
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. epochs=2 global_batch_size=32"
@@ -153,7 +267,7 @@ def run_demo(args) -> int:
 
     from hrnet_flax.train import apply_overrides, demo_config, summary_line, train_and_evaluate
 
-    config = apply_overrides(demo_config(), args.set)
+    config = apply_overrides(demo_config(args.task), args.set)
     workdir = args.workdir or tempfile.mkdtemp(prefix="hrnet_flax_demo_")
     start = time.perf_counter()
     result = train_and_evaluate(config, workdir)
@@ -161,7 +275,7 @@ def run_demo(args) -> int:
     return 0
 
 
-COMMANDS = [add_info, add_forward, add_convert, add_demo, add_eval, add_predict]
+COMMANDS = [add_info, add_forward, add_convert, add_demo, add_eval, add_predict, add_segment]
 
 
 def main(argv: list[str] | None = None) -> int:

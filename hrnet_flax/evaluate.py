@@ -28,7 +28,7 @@ def _eval_step(model: Any, task: Task, replicated: NamedSharding):
 
     @functools.partial(jax.jit, out_shardings=replicated)
     def step(variables, batch):
-        return task.eval_sums(model.apply(variables, batch["image"], train=False), batch)
+        return task.eval_sums(task.infer(model, variables, batch["image"]), batch)
 
     return step
 

@@ -1,4 +1,5 @@
-"""Top-k predictions for image files: decode (PIL, any mode -> RGB), evaluation preprocessing, softmax."""
+"""Predictions for image files: top-k classes (evaluation preprocessing, softmax), or label maps and
+coloured overlays of a segmentation model."""
 
 from __future__ import annotations
 
@@ -8,31 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from hrnet_flax.data.images import UnreadableImageError, load_rgb
 from hrnet_flax.data.sources import imagenet_class_names
 
-
-class UnreadableImageError(ValueError):
-    """An image file that does not exist or cannot be decoded."""
-
-
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """uint8 [H, W, 3] RGB of an image file (greyscale, palette, CMYK and alpha converted; alpha dropped)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("P", "PA", "LA"):
-                image = image.convert("RGBA")
-            if image.mode.startswith(("I", "F")):  # 16-bit / float greyscale: scale to 8 bits
-                array = np.asarray(image, np.float64)
-                top = 65535.0 if image.mode.startswith("I") and array.max() > 255 else 255.0
-                return np.repeat(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-            return np.asarray(image.convert("RGB"), np.uint8)
-    except FileNotFoundError as e:
-        raise UnreadableImageError(f"image file {path} does not exist") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UnreadableImageError(f"cannot read image {path}: {e}") from e
+__all__ = ["UnreadableImageError", "load_rgb", "predict", "preprocess", "segment_files", "top_k"]
 
 
 def preprocess(images: Sequence[np.ndarray], spec: Any = "timm", *, size: int | None = None) -> np.ndarray:
@@ -78,3 +58,86 @@ def predict(
     if names is not None and len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a model with {num_classes} classes")
     return top_k(np.asarray(logits), k, names)
+
+
+# ------------------------------------------------------------------ segmentation
+
+# Cityscapes' own colours for its 19 training classes (road, sidewalk, ..., bicycle).
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)  # fmt: skip
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """uint8 [256, 3] class colours: Cityscapes' for 19 classes, else PASCAL VOC's bit-interleaved
+    palette (class 0 black); index 255 (the ignore label) is white."""
+    colours = np.zeros((256, 3), np.uint8)
+    if num_classes == len(CITYSCAPES_PALETTE):
+        colours[: len(CITYSCAPES_PALETTE)] = CITYSCAPES_PALETTE
+    else:
+        for c in range(256):
+            value, rgb = c, [0, 0, 0]
+            for bit in range(8):
+                for channel in range(3):
+                    rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
+                value >>= 3
+            colours[c] = rgb
+    colours[255] = 255
+    return colours
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
+    """uint8 RGB: `image` blended with the class colours of `labels` (opacity `alpha`)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"overlay alpha must be in [0, 1]; got {alpha}")
+    colours = palette(num_classes)[labels].astype(np.float32)
+    return np.clip(image.astype(np.float32) * (1 - alpha) + colours * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def _label_paths(path: str, out: str | None, many: bool) -> tuple[str, str]:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if out is None:
+        labels = os.path.join(os.path.dirname(os.path.abspath(path)), f"{stem}_labels.png")
+    elif many or os.path.isdir(out):
+        os.makedirs(out, exist_ok=True)
+        labels = os.path.join(out, f"{stem}_labels.png")
+    else:
+        labels = out
+    return labels, os.path.splitext(labels)[0] + "_overlay.png"
+
+
+def segment_files(
+    model: Any,
+    variables: Any,
+    paths: Sequence[str | os.PathLike],
+    task: Any,
+    out: str | None = None,
+    *,
+    alpha: float = 0.5,
+) -> list[tuple[str, str, list[tuple[int, float]]]]:
+    """Segment image files with `task`'s inference (`tasks.segmentation.Segmentation`: scales, flip,
+    window). Writes each label map as a palette PNG (pixel value = class) and an overlay PNG; returns
+    `(labels path, overlay path, [(class, share of the pixels)] largest first)` per image. Every file
+    is read before any is segmented, so an unreadable one fails first, naming it."""
+    from PIL import Image
+
+    from hrnet_flax.data.segmentation import normalize
+    from hrnet_flax.tasks.segmentation import segment
+
+    images = [load_rgb(p) for p in paths]
+    results = []
+    colours = palette(model.num_classes)
+    for path, image in zip(paths, images):
+        labels = np.asarray(segment(model, variables, normalize(image), scales=task.scales, flip=task.flip, window=task.window))
+        labels_path, overlay_path = _label_paths(str(path), out, len(paths) > 1)
+        picture = Image.fromarray(labels.astype(np.uint8), mode="P")
+        picture.putpalette(colours.reshape(-1).tolist())
+        picture.save(labels_path)
+        Image.fromarray(overlay(image, labels, model.num_classes, alpha)).save(overlay_path)
+        counts = np.bincount(labels.reshape(-1), minlength=model.num_classes)
+        order = np.argsort(-counts, kind="stable")
+        areas = [(int(c), float(counts[c]) / labels.size) for c in order if counts[c]]
+        results.append((labels_path, overlay_path, areas))
+    return results

@@ -51,6 +51,36 @@ def test_cosine_with_warmup():
     assert float(sched(100)) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_poly_schedule_with_warmup_and_floor():
+    """mmsegmentation's poly: (peak - min) * (1 - t/T)^0.9 + min, t counted after the warmup."""
+    cfg = config(epochs=10, schedule="poly", warmup_epochs=1, min_lr=1e-4)  # 100 steps, 10 warmup
+    sched = learning_rate_schedule(cfg)
+    assert float(sched(5)) == pytest.approx(0.05)
+    for step in (10, 40, 99):
+        t = (step - 10) / 90
+        assert float(sched(step)) == pytest.approx((0.1 - 1e-4) * (1 - t) ** 0.9 + 1e-4, rel=1e-5), step
+    assert float(sched(100)) == pytest.approx(1e-4)
+
+
+def test_adam_with_coupled_l2_matches_torch():
+    """`optimizer="adam"` is `torch.optim.Adam(lr, weight_decay)` step for step."""
+    import torch
+
+    lr, wd = 1e-3, 1e-2
+    tx = create_optimizer(config(schedule="constant", base_lr=lr, optimizer="adam", weight_decay=wd))
+    p0 = {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([0.5])}
+    grads = [{"kernel": jnp.array([[0.3, 0.1]]), "bias": jnp.array([-0.2])}, {"kernel": jnp.array([[-1.0, 0.0]]), "bias": jnp.array([0.4])}]
+    got = run(tx, p0, grads)
+    ref = {k: torch.nn.Parameter(torch.tensor(np.asarray(v))) for k, v in p0.items()}
+    opt = torch.optim.Adam(ref.values(), lr=lr, weight_decay=wd)
+    for g in grads:
+        for k, p in ref.items():
+            p.grad = torch.tensor(np.asarray(g[k]))
+        opt.step()
+    for k in p0:
+        np.testing.assert_allclose(got[k], ref[k].detach().numpy(), rtol=1e-6, atol=1e-8)
+
+
 def test_decay_epochs_inside_warmup_is_an_error():
     with pytest.raises(ValueError, match="decay_epochs"):
         learning_rate_schedule(config(epochs=9, decay_epochs=(1, 6), warmup_epochs=2))

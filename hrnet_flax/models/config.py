@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 EXPANSION = {"basic": 1, "bottleneck": 4}
+HEADS = ("classification", "segmentation")
+UPSAMPLING = ("nearest", "bilinear")
+DEFAULT_CLASSES = {"classification": 1000, "segmentation": 19}  # ImageNet-1k, Cityscapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +30,20 @@ class HRNetConfig:
     stem_width: int = 64
     head_channels: tuple[int, ...] = (32, 64, 128, 256)  # incre Bottleneck planes (x4 out)
     num_features: int = 2048
+    # What the network predicts: "classification" (the incre/downsamp/final head, pooled logits) or
+    # "segmentation" (HRNetV2: all branches resized to stride 4, concatenated, 1x1 ConvBN + 1x1 conv).
+    head: str = "classification"
+    # How a fuse layer brings a coarser branch to a finer one: "nearest" (classification, pose) or
+    # "bilinear" (the segmentation code). `align_corners` is PyTorch's flag for every bilinear resize
+    # (fuse layers, the HRNetV2 concatenation, and prediction's upsampling of logits).
+    upsample: str = "nearest"
+    align_corners: bool = False
 
     def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; use one of {HEADS}")
+        if self.upsample not in UPSAMPLING:
+            raise ValueError(f"unknown upsample {self.upsample!r}; use one of {UPSAMPLING}")
         if len(self.stages) != 4 or len(self.stages[0].num_channels) != 1:
             raise ValueError("HRNetConfig needs four stages, the first with one branch")
         for s, stage in enumerate(self.stages, start=1):
@@ -62,7 +77,7 @@ def wide(width: int, **kwargs) -> HRNetConfig:
 
 WIDTHS = (18, 30, 32, 40, 44, 48, 64)
 
-ARCHS: dict[str, HRNetConfig] = {
+CLASSIFIERS: dict[str, HRNetConfig] = {
     "hrnet_w18_small": HRNetConfig(
         stages=(
             _stage(1, 1, (32,), "bottleneck"),
@@ -86,6 +101,22 @@ ARCHS: dict[str, HRNetConfig] = {
     "hrnet_w48_ssld": wide(48, head_conv_bias=False),
 }
 
+SEGMENTATION_DEFAULTS = {"head": "segmentation", "upsample": "bilinear", "align_corners": False}
+
+
+def segmentation_name(backbone: str) -> str:
+    """`hrnet_w48` -> `hrnetv2_w48_seg`: the HRNetV2 segmentation model on a classifier's backbone."""
+    return "hrnetv2" + backbone[len("hrnet") :] + "_seg"
+
+
+# One per backbone: the official and timm classifiers' (the _c/SSLD names share the same backbones).
+SEGMENTERS: dict[str, HRNetConfig] = {
+    segmentation_name(n): dataclasses.replace(CLASSIFIERS[n], **SEGMENTATION_DEFAULTS)
+    for n in ("hrnet_w18_small", "hrnet_w18_small_v2", *(f"hrnet_w{w}" for w in WIDTHS))
+}
+
+ARCHS: dict[str, HRNetConfig] = {**CLASSIFIERS, **SEGMENTERS}
+
 # What each name is, for `info` and the README.
 FAMILY = {
     **{n: "official/timm (head convs with bias)" for n in ARCHS if n.startswith("hrnet_w") and n[-2:] != "_c"},
@@ -93,4 +124,5 @@ FAMILY = {
     **{f"se_hrnet_w{w}_c": "PaddleClas with SE blocks" for w in WIDTHS},
     "hrnet_w18_ssld": "PaddleClas SSLD layout (head convs without bias)",
     "hrnet_w48_ssld": "PaddleClas SSLD layout (head convs without bias)",
+    **{n: "HRNetV2 segmentation (official/mmsegmentation)" for n in SEGMENTERS},
 }

@@ -4,7 +4,8 @@ Parameter names follow one rule so converters can map them mechanically: every
 convolution lives in a `ConvBN` (children `conv` and `bn`), blocks are named
 `layer1_{k}`, `stage{s}_{m}/branch{b}_{k}`, fuse layers `fuse{i}_{j}` (j > i) and
 `fuse{i}_{j}_{k}` (j < i, the k-th stride-2 conv of the chain), transitions
-`transition{t}_{b}`, and the head `incre{i}`, `downsamp{i}`, `final`, `classifier`.
+`transition{t}_{b}`, the classification head `incre{i}`, `downsamp{i}`, `final`, `classifier`,
+and the segmentation head `seg_head` (ConvBN, conv with bias) and `seg_classifier` (a 1x1 conv).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from hrnet_flax.models import conv as conv_lib
 from hrnet_flax.models.config import EXPANSION, HRNetConfig
+from hrnet_flax.models.resize import resize_bilinear
 
 Dtype = Any
 ModuleDef = Any
@@ -40,6 +42,8 @@ def scaled_normal(std: Callable[[tuple[int, ...]], float]) -> Callable:
 # Convs: He normal over fan_out (timm/official); dense: the variance of PyTorch's Linear default.
 CONV_INIT = scaled_normal(lambda shape: math.sqrt(2.0 / (shape[0] * shape[1] * shape[3])))
 DENSE_INIT = scaled_normal(lambda shape: math.sqrt(1.0 / (3.0 * shape[0])))
+# The segmentation classifier: normal(0, 0.01), as mmsegmentation's `conv_seg`.
+SEG_CLASSIFIER_INIT = scaled_normal(lambda shape: 0.01)
 SIZE_MULTIPLE = 32
 CONV_OUTPUT = "conv_output"
 # What a scanned layer keeps for the backward pass (see `repeated`).
@@ -170,6 +174,13 @@ def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
     return x.reshape(n, h * factor, w * factor, c)
 
 
+def upsample_to(x: jax.Array, like: jax.Array, mode: str, align_corners: bool) -> jax.Array:
+    """`x` brought to the spatial size of `like`: "nearest" by the integer factor, or "bilinear"."""
+    if mode == "nearest":
+        return upsample_nearest(x, like.shape[1] // x.shape[1])
+    return resize_bilinear(x, like.shape[1:3], align_corners)
+
+
 class Repeat(nn.Module):
     """A scan body applying `layer(name="layer")` to the carry (`train` is static)."""
 
@@ -205,6 +216,8 @@ class HRModule(nn.Module):
     se: ModuleDef | None = None
     conv_bn: ModuleDef = ConvBN
     scan: bool = False  # each branch's blocks as one `repeated` (stacked parameters)
+    upsample: str = "nearest"  # fuse upsampling, `HRNetConfig.upsample`
+    align_corners: bool = False
 
     @nn.compact
     def __call__(self, xs: list[jax.Array], train: bool) -> list[jax.Array]:
@@ -226,7 +239,7 @@ class HRModule(nn.Module):
             for j in range(len(ys)):
                 if j > i:
                     y = self.conv_bn(ys[i].shape[-1], 1, act=False, name=f"fuse{i}_{j}")(ys[j], train)
-                    total = total + upsample_nearest(y, 2 ** (j - i))
+                    total = total + upsample_to(y, ys[i], self.upsample, self.align_corners)
                 elif j < i:
                     y = ys[j]
                     for k in range(i - j):
@@ -252,11 +265,16 @@ def check_image_size(shape: tuple[int, ...]) -> None:
 
 
 class HRNet(nn.Module):
-    """HRNet classifier; with `features_only` (or `return_features`) a multi-resolution backbone.
+    """HRNet classifier or HRNetV2 segmenter (`config.head`); with `features_only` (or
+    `return_features`) a multi-resolution backbone.
+
+    A classifier returns logits (N, num_classes); a segmenter returns per-pixel logits
+    (N, H/4, W/4, num_classes), the official forward's output (upsample them with
+    `hrnet_flax.tasks.segmentation.segment`). Both float32 (float64 in a float64 model).
 
     Feature dict keys: `stem` (stride 4, 64 ch), `branch0..3` (strides 4/8/16/32, C/2C/4C/8C),
-    `incre0..3` (128/256/512/1024 ch), `hrnetv2` (all branches bilinearly upsampled to stride 4
-    and concatenated, 15C ch) and, with the classification head, `pre_logits` (pooled, 2048).
+    `hrnetv2` (all branches bilinearly resized to stride 4 and concatenated, 15C ch); a classifier
+    adds `incre0..3` (128/256/512/1024 ch) and `pre_logits` (pooled, 2048).
     """
 
     config: HRNetConfig
@@ -322,27 +340,38 @@ class HRNet(nn.Module):
                 else:
                     new.append(xs[b])
             xs = new
-            layer = functools.partial(hr_module, stage.num_blocks, stage.num_channels, stage.block, se, conv_bn, self.scan)
+            layer = functools.partial(
+                hr_module,
+                stage.num_blocks,
+                stage.num_channels,
+                stage.block,
+                se,
+                conv_bn,
+                self.scan,
+                cfg.upsample,
+                cfg.align_corners,
+            )
             if self.scan and stage.num_modules > 1:
                 xs = list(repeated(layer, stage.num_modules, train, f"stage{s}")(tuple(xs)))
             else:
                 for m in range(stage.num_modules):
                     xs = layer(name=f"stage{s}_{m}")(xs, train)
 
+        feats = {}
+        if want_features:
+            feats = {"stem": stem, **{f"branch{b}": y for b, y in enumerate(xs)}, "hrnetv2": self._concat(xs)}
+        if cfg.head == "segmentation":
+            if self.features_only:
+                return feats
+            out = self._segmentation_head(feats["hrnetv2"] if want_features else self._concat(xs), conv_bn, train)
+            return {**feats, "logits": out} if return_features else out
+
         incre = [
             Bottleneck(planes, se=se, conv_bn=conv_bn, name=f"incre{i}")(y, train)
             for i, (planes, y) in enumerate(zip(cfg.head_channels, xs))
         ]
-        feats = {}
         if want_features:
-            n, h, w, _ = xs[0].shape
-            ups = [xs[0]] + [jax.image.resize(y, (n, h, w, y.shape[-1]), "bilinear") for y in xs[1:]]
-            feats = {
-                "stem": stem,
-                **{f"branch{b}": y for b, y in enumerate(xs)},
-                **{f"incre{i}": y for i, y in enumerate(incre)},
-                "hrnetv2": jnp.concatenate(ups, axis=-1),
-            }
+            feats.update({f"incre{i}": y for i, y in enumerate(incre)})
         if self.features_only:
             return feats
 
@@ -358,7 +387,29 @@ class HRNet(nn.Module):
                 self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=DENSE_INIT, name="classifier"
             )
             out = dense(pooled)
-        out = jnp.asarray(out, jnp.float32)
+        out = jnp.asarray(out, jnp.promote_types(self.dtype, jnp.float32))
         if return_features:
             return {**feats, "pre_logits": pooled, "logits": out}
         return out
+
+    def _concat(self, xs: list[jax.Array]) -> jax.Array:
+        """HRNetV2's representation: every branch resized to the first one's size, concatenated."""
+        ups = [xs[0]] + [resize_bilinear(y, xs[0].shape[1:3], self.config.align_corners) for y in xs[1:]]
+        return jnp.concatenate(ups, axis=-1)
+
+    def _segmentation_head(self, x: jax.Array, conv_bn: ModuleDef, train: bool) -> jax.Array:
+        """The official `last_layer`: 1x1 ConvBN (conv with bias) + ReLU, then a 1x1 conv to the classes."""
+        if not self.num_classes:
+            raise ValueError("a segmentation model needs num_classes > 0 (use features_only=True for features)")
+        x = conv_bn(x.shape[-1], 1, conv_bias=True, name="seg_head")(x, train)
+        x = nn.Conv(
+            self.num_classes,
+            (1, 1),
+            strides=(1, 1),
+            padding=((0, 0), (0, 0)),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=SEG_CLASSIFIER_INIT,
+            name="seg_classifier",
+        )(x)
+        return jnp.asarray(x, jnp.promote_types(self.dtype, jnp.float32))

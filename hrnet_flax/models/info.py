@@ -14,7 +14,7 @@ from hrnet_flax.models.registry import canonical_name, create_model, list_models
 
 COUNTED = (
     "params: trainable parameters (BatchNorm running statistics excluded); MACs: multiply-accumulates "
-    "of every convolution and dense layer for one {size}x{size} image (bias adds, BatchNorm, ReLU, "
+    "of every convolution and dense layer for one {size} image (bias adds, BatchNorm, ReLU, "
     "additions, upsampling and pooling excluded); FLOPs = 2 x MACs."
 )
 
@@ -46,9 +46,17 @@ class Layer:
         return math.prod(self.output_shape) * math.prod(self.kernel_shape[:-1])
 
 
-def layers(name: str, size: int = 224, num_classes: int = 1000) -> tuple[list[Layer], int]:
-    """Every convolution and dense layer of a variant for one `size`x`size` image, in call order,
-    and the number of trainable parameters (no compilation)."""
+Size = int | tuple[int, int]
+
+
+def _hw(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def layers(name: str, size: Size = 224, num_classes: int | None = None) -> tuple[list[Layer], int]:
+    """Every convolution and dense layer of a variant for one image of `size` (a side, or (H, W)),
+    in call order, and the number of trainable parameters (no compilation). `num_classes`: the
+    head's default (1000, or 19 for segmenters) when None."""
     model = create_model(name, num_classes=num_classes)
     found = []
 
@@ -64,19 +72,19 @@ def layers(name: str, size: int = 224, num_classes: int = 1000) -> tuple[list[La
             ))  # fmt: skip
         return out
 
-    image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    image = jax.ShapeDtypeStruct((1, *_hw(size), 3), jnp.float32)
     with nn.intercept_methods(interceptor):
         variables = jax.eval_shape(model.init, jax.random.key(0), image)
     return found, sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))
 
 
-def count(name: str, size: int = 224, num_classes: int = 1000) -> ModelInfo:
-    """Parameters and conv/dense MACs of a variant for one `size`x`size` image (no compilation)."""
+def count(name: str, size: Size = 224, num_classes: int | None = None) -> ModelInfo:
+    """Parameters and conv/dense MACs of a variant for one image of `size` (no compilation)."""
     found, params = layers(name, size, num_classes)
     return ModelInfo(canonical_name(name), params, sum(layer.macs for layer in found))
 
 
-def table(names: list[str] | None = None, size: int = 224) -> str:
+def table(names: list[str] | None = None, size: Size = 224) -> str:
     """A Markdown table of params (M), MACs (G) and FLOPs (G) for `names` (default: all)."""
     rows = [
         "| model | params (M) | MACs (G) | FLOPs (G) | layout |",
@@ -88,4 +96,5 @@ def table(names: list[str] | None = None, size: int = 224) -> str:
             f"| {info.name} | {info.params / 1e6:.3f} | {info.macs / 1e9:.2f} | {info.flops / 1e9:.2f} "
             f"| {FAMILY[info.name]} |"
         )
-    return "\n".join(rows) + "\n\n" + COUNTED.format(size=size)
+    h, w = _hw(size)
+    return "\n".join(rows) + "\n\n" + COUNTED.format(size=f"{h}x{w}")

@@ -3,7 +3,7 @@
 `model.init` traces the whole forward pass and compiles one random-number kernel per parameter,
 which takes XLA on a CPU 30-60 s for an HRNet. `init_variables` takes the variable tree from a
 shape-only trace and fills every convolution and dense kernel from a single normal draw, scaled
-by the initializer the module declares (`CONV_INIT`, `DENSE_INIT`); biases and BatchNorm start at
+by the initializer the module declares (`CONV_INIT`, `DENSE_INIT`, `SEG_CLASSIFIER_INIT`); biases and BatchNorm start at
 0 (means, shifts) or 1 (scales, variances), as in `model.init`.
 """
 
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_flax.models.hrnet import CONV_INIT, DENSE_INIT
+from hrnet_flax.models.hrnet import CONV_INIT, DENSE_INIT, SEG_CLASSIFIER_INIT
 from hrnet_flax.models.stacking import model_variables
 
 ONES = ("scale", "var")
@@ -31,7 +31,10 @@ def init_variables(model: Any, rng: jax.Array, image_shape: tuple[int, ...] = (1
     for path, leaf in leaves:
         name = path[-1].key
         if name == "kernel":
-            stds.append((CONV_INIT if leaf.ndim == 4 else DENSE_INIT).std(leaf.shape))
+            init = DENSE_INIT if leaf.ndim == 2 else CONV_INIT
+            if any(getattr(k, "key", None) == "seg_classifier" for k in path):
+                init = SEG_CLASSIFIER_INIT
+            stds.append(init.std(leaf.shape))
         else:
             stds.append(None)
     total = sum(math.prod(leaf.shape) for (_, leaf), std in zip(leaves, stds) if std is not None)

@@ -8,7 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from hrnet_flax.models.config import ARCHS, HRNetConfig
+from hrnet_flax.models.config import ARCHS, DEFAULT_CLASSES, HRNetConfig
 from hrnet_flax.models.hrnet import HRNet
 
 
@@ -36,12 +36,15 @@ def get_config(name: str) -> HRNetConfig:
 def create_model(
     name: str,
     *,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
     **overrides: Any,
 ) -> HRNet:
-    """An `HRNet` module for a named variant (case-insensitive, e.g. `HRNet_W18_C`).
+    """An `HRNet` module for a named variant (case-insensitive, e.g. `HRNet_W18_C`, `hrnetv2_w48_seg`).
+
+    `num_classes` defaults to the head's usual dataset: 1000 (ImageNet-1k) for classifiers, 19
+    (Cityscapes) for segmenters.
 
     `overrides` may name any `HRNet` field (`axis_name`, `features_only`, `bn_momentum`, ...)
     or any `HRNetConfig` field (`head_conv_bias`, `se`, ...).
@@ -59,4 +62,6 @@ def create_model(
     if config_overrides:
         config = dataclasses.replace(config, **config_overrides)
     module_overrides = {k: v for k, v in overrides.items() if k in module_fields}
+    if num_classes is None:
+        num_classes = DEFAULT_CLASSES[config.head]
     return HRNet(config, num_classes=num_classes, dtype=dtype, param_dtype=param_dtype, **module_overrides)

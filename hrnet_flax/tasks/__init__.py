@@ -2,8 +2,9 @@
 
 from hrnet_flax.tasks.base import Task
 from hrnet_flax.tasks.classification import Classification
+from hrnet_flax.tasks.segmentation import Segmentation
 
-TASKS: dict[str, type[Task]] = {Classification.name: Classification}
+TASKS: dict[str, type[Task]] = {Classification.name: Classification, Segmentation.name: Segmentation}
 
 
 def get_task(name: str) -> type[Task]:
@@ -13,4 +14,4 @@ def get_task(name: str) -> type[Task]:
     return TASKS[name]
 
 
-__all__ = ["TASKS", "Classification", "Task", "get_task"]
+__all__ = ["TASKS", "Classification", "Segmentation", "Task", "get_task"]

@@ -30,6 +30,11 @@ class Task:
 
     # --- on the device -------------------------------------------------------------------------
 
+    def infer(self, model: Any, variables: Any, images: jax.Array) -> jax.Array:
+        """The outputs `eval_sums` scores (by default one plain forward pass; a task may add
+        test-time augmentation, e.g. flips, scales or sliding windows)."""
+        return model.apply(variables, images, train=False)
+
     def loss(self, outputs: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
         """`(mean loss over the unmasked rows, {metric: mean})` for a training step."""
         raise NotImplementedError

@@ -71,10 +71,12 @@ class StopSignal:
 
 def export_weights(config: TrainConfig, state: TrainState, path: str) -> None:
     """Write the final (EMA if any) weights in the self-describing format of `load_pretrained`."""
-    from hrnet_flax.weights.convert import save_checkpoint
+    from hrnet_flax.weights.convert import CONFIG_SETTINGS, save_checkpoint
 
-    if config.model_overrides:  # the file names its arch; overrides would not survive the round trip
-        print(f"not writing {path}: the model has create_model overrides {config.model_overrides}")
+    kept = {k: v for k, v in config.model_overrides.items() if k in CONFIG_SETTINGS}  # recorded in the file
+    other = {k: v for k, v in config.model_overrides.items() if k not in CONFIG_SETTINGS}
+    if other:  # the file names its arch; these overrides would not survive the round trip
+        print(f"not writing {path}: the model has create_model overrides {other}")
         return
     variables = jax.device_get(state.variables(ema=bool(config.ema_decay)))
-    save_checkpoint(path, variables, arch=config.model, num_classes=config.num_classes)
+    save_checkpoint(path, variables, arch=config.model, num_classes=config.num_classes, config_overrides=kept or None)

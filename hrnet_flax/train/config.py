@@ -42,7 +42,8 @@ class TrainConfig:
     global_batch_size: int = 256  # over all devices of all processes
     eval_batch_size: int = 256  # global
 
-    # Optimizer: SGD with momentum; lr = base_lr * global_batch_size / base_batch_size.
+    # Optimizer: SGD with momentum, or Adam; lr = base_lr * global_batch_size / base_batch_size.
+    optimizer: str = "sgd"  # "sgd" or "adam" (betas 0.9/0.999, eps 1e-8, as PyTorch's)
     base_lr: float = 0.1
     base_batch_size: int = 256
     momentum: float = 0.9
@@ -55,11 +56,27 @@ class TrainConfig:
 
     # Schedule, in epochs (converted to steps with train_examples / global_batch_size).
     epochs: float = 120
-    schedule: str = "piecewise"  # "piecewise", "cosine" or "constant"
+    schedule: str = "piecewise"  # "piecewise", "cosine", "poly" or "constant"
     decay_epochs: tuple[float, ...] = (30, 60, 90)  # piecewise: multiply by decay_factor at each
     decay_factor: float = 0.1
+    poly_power: float = 0.9  # poly: lr = (peak - min_lr) * (1 - t/T) ** poly_power + min_lr
+    min_lr: float = 0.0
     warmup_epochs: float = 0.0  # linear warmup from 0 to the peak lr
     total_steps: int | None = None  # overrides epochs when set (tests, smoke runs)
+
+    # Segmentation (task="segmentation"); `image_size`/`eval_image_size` are unused there.
+    crop_size: tuple[int, ...] = (512, 1024)  # training crop (H, W)
+    base_size: int | None = None  # long side of an image before random scaling; None: as stored
+    scale_range: tuple[float, ...] = (0.5, 2.0)  # random scale (min, max)
+    ignore_label: int = 255  # label pixels that count for nothing (also the crop padding)
+    class_weights: tuple[float, ...] | None = None  # per-class cross-entropy weights
+    ohem: bool = False  # online hard example mining (the official thresholds below)
+    ohem_threshold: float = 0.9
+    ohem_keep: int = 131072  # at least this many pixels per device batch are kept
+    eval_scales: tuple[float, ...] = (1.0,)  # multi-scale testing (probabilities summed)
+    eval_flip: bool = False  # add the horizontally flipped prediction
+    eval_window: tuple[int, ...] | None = None  # sliding-window size (H, W); None: whole image
+    eval_stride: tuple[int, ...] | None = None  # sliding-window stride; None: 2/3 of the window
 
     # Bookkeeping.
     seed: int = 0
@@ -83,9 +100,10 @@ class TrainConfig:
     def validate(self) -> None:
         choices = {
             "dtype": ("float32", "bfloat16"),
+            "optimizer": ("sgd", "adam"),
             "weight_decay_mode": ("l2", "decoupled"),
             "weight_decay_on": ("all", "kernels"),
-            "schedule": ("piecewise", "cosine", "constant"),
+            "schedule": ("piecewise", "cosine", "poly", "constant"),
         }
         from hrnet_flax.tasks import TASKS
 
@@ -111,6 +129,29 @@ class TrainConfig:
             raise ValueError(f"config.model_overrides sets {sorted(layout)}: use config.scan (the train state stays canonical)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"config.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if self.task == "segmentation":
+            self._validate_segmentation()
+
+    def _validate_segmentation(self) -> None:
+        for key in ("crop_size", "eval_window", "eval_stride"):
+            size = getattr(self, key)
+            if size is not None and (len(size) != 2 or min(size) <= 0):
+                raise ValueError(f"config.{key}={size}: must be (H, W), both positive")
+        for key in ("crop_size", "eval_window"):
+            size = getattr(self, key)
+            if size is not None and (size[0] % 32 or size[1] % 32):
+                raise ValueError(f"config.{key}={size}: H and W must be multiples of 32")
+        low, high = (self.scale_range + (None, None))[:2]
+        if len(self.scale_range) != 2 or not 0 < low <= high:
+            raise ValueError(f"config.scale_range={self.scale_range}: must be (min, max) with 0 < min <= max")
+        if not self.eval_scales or min(self.eval_scales) <= 0:
+            raise ValueError(f"config.eval_scales={self.eval_scales}: must be positive scales")
+        if self.class_weights is not None and len(self.class_weights) != self.num_classes:
+            raise ValueError(
+                f"config.class_weights has {len(self.class_weights)} weights for {self.num_classes} classes"
+            )
+        if self.ignore_label < self.num_classes and self.ignore_label >= 0:
+            raise ValueError(f"config.ignore_label={self.ignore_label} is a class index ({self.num_classes} classes)")
 
 
 def _parse_value(text: str, annotation: Any, key: str) -> Any:
@@ -181,14 +222,19 @@ def load_config(spec: str | pathlib.Path, overrides: list[str] | None = None) ->
     return apply_overrides(config, overrides or [])
 
 
-def demo_config() -> TrainConfig:
-    """The `TrainConfig` of the embedded demo (`python -m hrnet_flax demo`, experiments/configs/demo.py).
+def demo_config(task: str = "classification") -> TrainConfig:
+    """The `TrainConfig` of the embedded demo (`python -m hrnet_flax demo`, experiments/configs/demo.py);
+    `task="segmentation"`: `segmentation_demo_config()`.
 
     hrnet_w18_small, 10 classes, 32x32, float32 (bfloat16 is emulated, slow, on CPUs), global
     batch 64, 3 epochs (66 steps), SGD Nesterov, lr 0.02 with a short warmup then cosine, light
     L2: reaches >= 90% val top-1 (91-95% measured) in a few minutes on two CPU cores, compilation
     included.
     """
+    if task == "segmentation":
+        return segmentation_demo_config()
+    if task != "classification":
+        raise ValueError(f"no demo for task {task!r}; use classification or segmentation")
     return TrainConfig(
         model="hrnet_w18_small",
         num_classes=10,
@@ -209,5 +255,36 @@ def demo_config() -> TrainConfig:
         warmup_epochs=0.3,
         log_every_steps=20,
         checkpoint_every_steps=100,
+        keep_checkpoints=2,
+    )
+
+
+def segmentation_demo_config() -> TrainConfig:
+    """The segmentation demo (`python -m hrnet_flax demo --task segmentation`,
+    experiments/configs/demo_segmentation.py): hrnetv2_w18_small_seg on 64x64 canvases of scikit-learn
+    digits (`hrnet_flax.data.canvases`: 11 classes, a digit's pixels carry its class, the rest is
+    background; a pixel's own colour scores under 20% mIoU), float32, SGD momentum, poly schedule.
+    """
+    return TrainConfig(
+        task="segmentation",
+        model="hrnetv2_w18_small_seg",
+        num_classes=11,
+        dtype="float32",
+        dataset="canvases",
+        crop_size=(64, 64),
+        scale_range=(1.0, 1.0),
+        global_batch_size=32,
+        eval_batch_size=64,
+        base_lr=0.1,
+        base_batch_size=32,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-5,
+        epochs=3,
+        train_examples=4800,
+        schedule="poly",
+        warmup_epochs=0.05,
+        log_every_steps=25,
+        checkpoint_every_steps=1000,
         keep_checkpoints=2,
     )

@@ -25,9 +25,15 @@ class MetricWriter:
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, scalars: dict[str, Any]) -> None:
+        """Numbers as they are; a list (e.g. per-class IoU) as `name/0`, `name/1`, ... (None entries left out)."""
         if not self.enabled:
             return
-        values = {k: float(v) for k, v in scalars.items()}
+        values = {}
+        for k, v in scalars.items():
+            if isinstance(v, (list, tuple)):
+                values.update({f"{k}/{i}": float(x) for i, x in enumerate(v) if x is not None})
+            else:
+                values[k] = float(v)
         self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
         self._jsonl.flush()
         for name, value in values.items():

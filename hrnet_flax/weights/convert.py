@@ -1,10 +1,13 @@
 """Reference state dicts <-> Flax variables, layout/arch detection, our own checkpoint format.
 
-All mappings come from `layouts.key_table`, so import and export share one table.
+All mappings come from `layouts.key_table`, so import and export share one table. Checkpoints are
+classifiers or HRNetV2 segmenters (official/mmsegmentation); a segmenter can also start from a
+classification checkpoint's backbone (`load_checkpoint_file(..., task="segmentation")`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -14,17 +17,21 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hrnet_flax.models.config import ARCHS, HRNetConfig
+from hrnet_flax.models.config import ARCHS, HEADS, SEGMENTERS, HRNetConfig
 from hrnet_flax.models.registry import canonical_name, create_model
 from hrnet_flax.models.stacking import model_variables, unstack_variables
 from hrnet_flax.weights.checkpoint_io import CheckpointError, read_any, write_safetensors
-from hrnet_flax.weights.layouts import LayoutError, Leaf, key_table, reference_names
+from hrnet_flax.weights.layouts import LayoutError, Leaf, bn_mean_leaf, key_table, reference_names
 
 log = logging.getLogger("hrnet_flax")
 
 FORMAT = "hrnet_flax"
 FORMAT_VERSION = "1"
 IGNORED_SUFFIXES = (".num_batches_tracked",)
+# Keys that hold no weights: mmengine's input normalisation buffers.
+IGNORED_PREFIXES = ("data_preprocessor.",)
+# The segmentation head's top-level Flax modules.
+SEG_HEAD = ("seg_head", "seg_classifier")
 # Preferred name when several archs share a config (hrnet_w18_c == hrnet_w18_ssld).
 _ARCH_ORDER = sorted(ARCHS, key=lambda n: ("ssld" in n, n))
 
@@ -54,13 +61,27 @@ def ref_shape(leaf: Leaf) -> tuple[int, ...]:
 # ------------------------------------------------------------------ detection
 
 
+def strip_wrappers(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The state dict without what holds no weights of the network: `num_batches_tracked`
+    counters, mmengine's `data_preprocessor.*`, and, in files the official segmentation training
+    saved (its `FullModel`: keys `model.*` plus the loss's `loss.*` class-weight buffer), the
+    `model.` prefix and the `loss.*` keys."""
+    out = {k: v for k, v in arrays.items() if not k.endswith(IGNORED_SUFFIXES) and not k.startswith(IGNORED_PREFIXES)}
+    if any(k.startswith("model.") for k in out) and all(k.startswith(("model.", "loss.")) for k in out):
+        out = {k[len("model.") :]: v for k, v in out.items() if k.startswith("model.")}
+    return out
+
+
 def detect_layout(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str], path: str) -> str:
-    """`flax` (ours), `timm`, `paddle`, `paddle2` or `mmpretrain`, from the keys."""
+    """`flax` (ours), `timm` (also the official classification and segmentation files, bare or
+    `model.`-prefixed), `paddle`, `paddle2`, `mmpretrain` or `mmseg`, from the keys."""
     if metadata.get("format") == FORMAT or any(k.startswith(("params/", "batch_stats/")) for k in arrays):
         return "flax"
-    markers = {
+    arrays = strip_wrappers(arrays)
+    markers = {  # mmseg before mmpretrain: both have `backbone.conv1.weight`
         "paddle": "conv_layer1_1.conv.weight",
         "paddle2": "conv_layer1_1._conv.weight",
+        "mmseg": "decode_head.conv_seg.weight",
         "mmpretrain": "backbone.conv1.weight",
         "timm": "conv1.weight",
     }
@@ -74,16 +95,28 @@ def detect_layout(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str],
             "re-save the state dict with paddle.save(model.state_dict(), ...) or use the current PaddleClas weights"
         )
     raise CheckpointError(
-        f"{path}: not an HRNet checkpoint in a known layout (PaddleClas, timm/official, mmpretrain, hrnet_flax); "
-        f"first keys: {keys[:5]}"
+        f"{path}: not an HRNet checkpoint in a known layout (PaddleClas, timm/official, mmpretrain, "
+        f"mmsegmentation, hrnet_flax); first keys: {keys[:5]}"
     )
 
 
-def _num_classes(arrays: Mapping[str, np.ndarray], layout: str) -> int:
-    key = reference_names(("classifier",), layout)[0] + ".weight"
+def _num_classes(arrays: Mapping[str, np.ndarray], layout: str, head: str) -> int:
+    """The class count of the checkpoint's classifier (0 if it has none)."""
+    module = "seg_classifier" if head == "segmentation" else "classifier"
+    try:
+        key = reference_names((module,), layout)[0] + ".weight"
+    except LayoutError:
+        return 0
     if key not in arrays:
         return 0
     return int(arrays[key].shape[1 if layout.startswith("paddle") else 0])
+
+
+def _has(arrays: Mapping[str, np.ndarray], layout: str, path: tuple[str, ...], suffix: str = ".weight") -> bool:
+    try:
+        return reference_names(path, layout)[0] + suffix in arrays
+    except LayoutError:  # the layout has no such module
+        return False
 
 
 def describe(arrays: Mapping[str, np.ndarray], layout: str) -> dict[str, Any]:
@@ -98,34 +131,62 @@ def describe(arrays: Mapping[str, np.ndarray], layout: str) -> dict[str, Any]:
     first = key("stage2_0", "branch0_0", "conv1")
     if first not in arrays:
         raise CheckpointError(f"missing key {first!r}, which every HRNet checkpoint in the {layout} layout has")
-    try:
-        se = key("layer1_0", "se", "squeeze") in arrays
-    except LayoutError:  # the layout has no SE blocks
-        se = False
-    return {
+    segmentation = _has(arrays, layout, ("seg_head",)) or _has(arrays, layout, ("seg_classifier",))
+    feats = {
+        "head": "segmentation" if segmentation else "classification",
         "stage1_blocks": count(lambda k: (f"layer1_{k}", "conv1")),
         "modules": tuple(count(lambda m, s=s: (f"stage{s}_{m}", "branch0_0", "conv1")) for s in (2, 3, 4)),
         "blocks": count(lambda k: ("stage2_0", f"branch0_{k}", "conv1")),
         "width": int(arrays[first].shape[0]),
-        "se": se,
-        "head_conv_bias": key("final", suffix=".bias") in arrays,
+        "se": _has(arrays, layout, ("layer1_0", "se", "squeeze")),
     }
+    if not segmentation:
+        feats["head_conv_bias"] = _has(arrays, layout, ("final",), ".bias")
+    return feats
 
 
 def _features(config: HRNetConfig) -> dict[str, Any]:
+    feats = {"head": config.head, **backbone_features(config)}
+    if config.head == "classification":
+        feats["head_conv_bias"] = config.head_conv_bias
+    return feats
+
+
+def backbone_features(config: HRNetConfig) -> dict[str, Any]:
+    """What tells the registered backbones apart (equal features: the same backbone keys and shapes)."""
     return {
         "stage1_blocks": config.stages[0].num_blocks[0],
         "modules": tuple(s.num_modules for s in config.stages[1:]),
         "blocks": config.stages[1].num_blocks[0],
         "width": config.stages[1].num_channels[0],
         "se": config.se,
-        "head_conv_bias": config.head_conv_bias,
     }
 
 
 def arch_name(config: HRNetConfig) -> str:
     """The registered name of `config` (the preferred one where several names share it)."""
     return next(n for n in _ARCH_ORDER if ARCHS[n] == config)
+
+
+# Config fields that are settings of a registered variant rather than its structure.
+CONFIG_SETTINGS = ("upsample", "align_corners")
+
+
+def split_config(config: HRNetConfig) -> tuple[str, dict[str, Any]]:
+    """`(registered name, overrides)` with `create_model(name, **overrides).config == config`
+    (overrides: the settings `upsample`/`align_corners` where they differ from the name's)."""
+    for name in _ARCH_ORDER:
+        base = ARCHS[name]
+        overrides = {f: getattr(config, f) for f in CONFIG_SETTINGS if getattr(config, f) != getattr(base, f)}
+        if dataclasses.replace(base, **overrides) == config:
+            return name, overrides
+    raise ValueError(f"no registered HRNet variant has this structure: {config}")
+
+
+def segmenter_for(config: HRNetConfig) -> str | None:
+    """The segmentation variant with the backbone of `config` (None: there is none, e.g. SE blocks)."""
+    feats = backbone_features(config)
+    return next((n for n in sorted(SEGMENTERS) if backbone_features(SEGMENTERS[n]) == feats), None)
 
 
 def detect_arch(arrays: Mapping[str, np.ndarray], layout: str, path: str) -> str:
@@ -157,21 +218,29 @@ def _check_keys(present: set[str], table: list[Leaf], path: str, hint: str) -> N
 
 
 def to_variables(arrays: Mapping[str, np.ndarray], table: list[Leaf], path: str, hint: str = "") -> dict:
-    """Nested `{"params": ..., "batch_stats": ...}` numpy variables from a reference state dict."""
-    _check_keys(set(arrays), table, path, hint)
+    """Nested `{"params": ..., "batch_stats": ...}` numpy variables from a reference state dict
+    (a conv bias the layout does not store is 0)."""
+    _check_keys(set(arrays), [leaf for leaf in table if leaf.transform != "absent"], path, hint)
     variables: dict = {}
     for leaf in table:
+        if leaf.transform == "absent":
+            _put(variables, leaf, np.zeros(leaf.shape, np.float32))
+            continue
         x = np.asarray(arrays[leaf.key])
         if tuple(x.shape) != ref_shape(leaf):
             raise CheckpointError(
                 f"{path}: key {leaf.key!r} has shape {tuple(x.shape)} but the model needs {ref_shape(leaf)} "
                 f"(for {leaf.flax_key}){hint}"
             )
-        node = variables.setdefault(leaf.collection, {})
-        for part in leaf.path[:-1]:
-            node = node.setdefault(part, {})
-        node[leaf.path[-1]] = np.ascontiguousarray(to_flax(x, leaf.transform)).astype(np.float32)
+        _put(variables, leaf, np.ascontiguousarray(to_flax(x, leaf.transform)).astype(np.float32))
     return variables
+
+
+def _put(variables: dict, leaf: Leaf, value: np.ndarray) -> None:
+    node = variables.setdefault(leaf.collection, {})
+    for part in leaf.path[:-1]:
+        node = node.setdefault(part, {})
+    node[leaf.path[-1]] = value
 
 
 def load_checkpoint_file(
@@ -180,14 +249,31 @@ def load_checkpoint_file(
     arch: str | None = None,
     num_classes: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    task: str | None = None,
 ):
-    """`(model, variables)` from a local checkpoint file of any supported layout."""
+    """`(model, variables)` from a local checkpoint file of any supported layout.
+
+    `task` ("classification" or "segmentation"; default: the checkpoint's, or `arch`'s) chooses
+    the model. A segmenter from a classification checkpoint (`task="segmentation"`, or a
+    segmentation `arch`) takes its backbone and gets a new head for `num_classes` classes (which
+    must be given). `model_kwargs` go to `create_model` (e.g. `align_corners=True`, `dtype`);
+    our own files' recorded config settings apply unless overridden there.
+    """
     path = str(path)
+    if task is not None and task not in HEADS:
+        raise ValueError(f"unknown task {task!r}; use one of {HEADS}")
     arrays, metadata, _ = read_any(path)
     layout = detect_layout(arrays, metadata, path)
+    if layout != "flax":
+        arrays = strip_wrappers(arrays)
     wanted = canonical_name(arch) if arch is not None else None
+    if wanted is not None and task is not None and ARCHS[wanted].head != task:
+        raise ValueError(f"arch {wanted} is a {ARCHS[wanted].head} model, not {task}")
+    task = task or (ARCHS[wanted].head if wanted else None)
+    model_kwargs = dict(model_kwargs or {})
     if layout == "flax":
-        found, found_classes = _flax_metadata(metadata, path)
+        found, found_classes, saved = _flax_metadata(metadata, path)
+        model_kwargs = {**saved, **model_kwargs}
     else:
         try:
             found = detect_arch(arrays, layout, path)
@@ -195,23 +281,44 @@ def load_checkpoint_file(
             if wanted is None:
                 raise
             found = None  # validate against the requested arch: the error lists keys and shapes
-        found_classes = _num_classes(arrays, layout)
+        found_classes = _num_classes(arrays, layout, ARCHS[found or wanted].head)
+    found_task = ARCHS[found].head if found is not None else None
+    if task == "segmentation" and found_task == "classification":
+        return _segmenter_from_classifier(arrays, layout, path, found, found_classes, wanted, num_classes, model_kwargs)
+    if task == "classification" and found_task == "segmentation":
+        raise CheckpointError(
+            f"{path}: a segmentation checkpoint ({found}, {found_classes} classes) cannot be loaded as a "
+            "classifier; load it as a segmentation model (no task/arch, or task='segmentation')"
+        )
     arch = wanted or found
     hint = ""
     if found is not None and ARCHS[arch] != ARCHS[found]:
         hint = f" (the checkpoint looks like {found}; you asked for {arch})"
-    try:
-        table = key_table(ARCHS[arch], found_classes, layout)
-    except LayoutError as e:
-        raise CheckpointError(f"{path}: a {layout} checkpoint cannot hold {arch}: {e}") from None
+    table = _table(ARCHS[arch], found_classes, layout, path, arch)
     variables = to_variables(arrays, table, path, hint)
     if hint:
         raise CheckpointError(f"{path}: checkpoint is {found}, not {arch}")
-    model_kwargs = dict(model_kwargs or {})
     if num_classes is None:
         num_classes = found_classes
+    if ARCHS[arch].head == "segmentation" and num_classes <= 0:
+        raise CheckpointError(f"{path}: a segmentation model needs num_classes > 0 (got {num_classes})")
     if num_classes != found_classes:
-        _reset_classifier(variables, ARCHS[arch].num_features, num_classes, path, found_classes)
+        if ARCHS[arch].head == "segmentation":
+            _reset_segmentation_classifier(variables, arch, num_classes, path, found_classes)
+        else:
+            _reset_classifier(variables, ARCHS[arch].num_features, num_classes, path, found_classes)
+    return _build(arch, num_classes, variables, model_kwargs)
+
+
+def _table(config: HRNetConfig, num_classes: int, layout: str, path: str, arch: str) -> list[Leaf]:
+    try:
+        return key_table(config, num_classes, layout)
+    except LayoutError as e:
+        raise CheckpointError(f"{path}: a {layout} checkpoint cannot hold {arch}: {e}") from None
+
+
+def _build(arch: str, num_classes: int, variables: dict, model_kwargs: Mapping[str, Any]):
+    """`(model, variables)`: the model, and the numpy variables in its layout (scan, fold_bn)."""
     model = create_model(arch, num_classes=num_classes, **model_kwargs)
     import jax
 
@@ -221,6 +328,80 @@ def load_checkpoint_file(
 
         variables = fold_batchnorm(variables, model.bn_epsilon)
     return model, variables
+
+
+def _fresh_head(arch: str, num_classes: int, parts: tuple[str, ...]) -> dict:
+    """`{collection: {part: ...}}` for the segmentation-head `parts`, initialised as a new model's
+    (`init_variables`: He normal `seg_head` conv, normal(0, 0.01) `seg_classifier`, zero biases,
+    BatchNorm scale 1, shift 0, mean 0, variance 1)."""
+    import jax
+
+    from hrnet_flax.models.initialization import init_variables
+
+    fresh = init_variables(create_model(arch, num_classes=num_classes), jax.random.key(0))
+    return {
+        collection: {
+            p: jax.tree_util.tree_map(np.asarray, fresh[collection][p]) for p in parts if p in fresh[collection]
+        }
+        for collection in ("params", "batch_stats")
+    }
+
+
+def _segmenter_from_classifier(
+    arrays: Mapping[str, np.ndarray],
+    layout: str,
+    path: str,
+    found: str,
+    found_classes: int,
+    wanted: str | None,
+    num_classes: int | None,
+    model_kwargs: Mapping[str, Any],
+):
+    """A segmenter with the backbone of classification checkpoint `arrays` (of `found`) and a new head."""
+    arch = wanted or segmenter_for(ARCHS[found])
+    if arch is None:
+        raise CheckpointError(
+            f"{path}: the checkpoint is {found}, whose backbone has no segmentation variant "
+            "(SE blocks exist only in the PaddleClas classifiers)"
+        )
+    if backbone_features(ARCHS[arch]) != backbone_features(ARCHS[found]):
+        raise CheckpointError(f"{path}: the checkpoint's backbone is {found}'s, which {arch} does not have")
+    if not num_classes:
+        raise CheckpointError(
+            f"{path}: is a classification checkpoint ({found}); a segmentation model from it gets a new head, "
+            f"so give its class count (num_classes=..., e.g. 19 for Cityscapes)"
+        )
+    table = _table(ARCHS[found], found_classes, layout, path, found)
+    variables = to_variables(arrays, table, path)
+    target = key_table(ARCHS[arch], num_classes, "flax")
+    modules = {leaf.path[0] for leaf in target}  # the segmenter's top-level modules
+    used = [leaf for leaf in table if leaf.path[0] in modules]
+    dropped = [leaf for leaf in table if leaf.path[0] not in modules]
+    for collection in ("params", "batch_stats"):
+        node = variables.get(collection, {})
+        for part in [p for p in node if p not in modules]:
+            node.pop(part)
+    for collection, parts in _fresh_head(arch, num_classes, SEG_HEAD).items():
+        variables.setdefault(collection, {}).update(parts)
+    new = [leaf.flax_key for leaf in target if leaf.path[0] in SEG_HEAD]
+    groups = sorted({leaf.path[0] if layout == "flax" else leaf.key.split(".")[0] for leaf in dropped})
+    msg = (
+        f"{path}: {arch} from the {found} classification checkpoint: {len(used)} backbone tensors loaded; "
+        f"{len(new)} new, initialised ({', '.join(new)}); {len(dropped)} classification-head tensors dropped "
+        f"({', '.join(groups)})"
+    )
+    log.info("%s: dropped keys: %s", path, ", ".join(leaf.key for leaf in dropped))
+    log.warning(msg)
+    warnings.warn(msg, stacklevel=4)
+    return _build(arch, num_classes, variables, model_kwargs)
+
+
+def _reset_segmentation_classifier(variables: dict, arch: str, num_classes: int, path: str, old: int) -> None:
+    head = _fresh_head(arch, num_classes, ("seg_classifier",))
+    variables["params"]["seg_classifier"] = head["params"]["seg_classifier"]
+    msg = f"{path}: checkpoint has {old} classes; re-initialised the segmentation classifier for {num_classes} classes"
+    log.warning(msg)
+    warnings.warn(msg, stacklevel=4)
 
 
 def _reset_classifier(variables: dict, features: int, num_classes: int, path: str, old: int) -> None:
@@ -280,19 +461,35 @@ def _table_values(variables: Mapping, table: list[Leaf], arch: str) -> dict[str,
 
 
 def variables_num_classes(variables: Mapping) -> int:
-    cls = variables["params"].get("classifier")
+    """The class count of the variables' classifier (`classifier` or `seg_classifier`; 0: none)."""
+    params = variables["params"]
+    if "seg_classifier" in params:
+        return int(np.shape(params["seg_classifier"]["kernel"])[-1])
+    cls = params.get("classifier")
     return int(np.shape(cls["kernel"])[1]) if cls is not None else 0
 
 
 def from_variables(variables: Mapping, arch: str, layout: str = "timm") -> dict[str, np.ndarray]:
-    """A reference state dict (numpy) from our variables; torch layouts get `num_batches_tracked`."""
+    """A reference state dict (numpy) from our variables; torch layouts get `num_batches_tracked`.
+
+    A segmentation arch in the `timm` layout gives the official segmentation keys. A conv bias the
+    layout lacks (`mmseg`'s `decode_head.convs.0.conv`) is folded into its BatchNorm's running mean.
+    """
     config = ARCHS[canonical_name(arch)]
     try:
         table = key_table(config, variables_num_classes(variables), layout)
     except LayoutError as e:
         raise CheckpointError(f"cannot export {arch} to the {layout} layout: {e}") from None
     flat = _table_values(variables, table, arch)
-    out = {leaf.key: np.ascontiguousarray(from_flax(flat[leaf.flax_key], leaf.transform)) for leaf in table}
+    out = {
+        leaf.key: np.ascontiguousarray(from_flax(flat[leaf.flax_key], leaf.transform))
+        for leaf in table
+        if leaf.transform != "absent"
+    }
+    for leaf in table:
+        if leaf.transform == "absent":  # BN(conv + b) with mean m == BN(conv) with mean m - b
+            mean = bn_mean_leaf(table, leaf)
+            out[mean.key] = out[mean.key] - flat[leaf.flax_key].astype(out[mean.key].dtype)
     if not layout.startswith("paddle"):
         for key in [k for k in out if k.endswith(".running_var")]:
             out[key[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
@@ -305,11 +502,26 @@ def export_timm(path: str | os.PathLike, variables: Mapping, *, arch: str) -> No
 
 
 def save_checkpoint(
-    path: str | os.PathLike, variables: Mapping, *, arch: str, num_classes: int, **metadata: Any
+    path: str | os.PathLike,
+    variables: Mapping,
+    *,
+    arch: str,
+    num_classes: int,
+    config_overrides: Mapping[str, Any] | None = None,
+    **metadata: Any,
 ) -> None:
     """Our self-describing checkpoint: `.safetensors` with '/'-joined variable paths as keys and
-    metadata `format`, `format_version`, `arch`, `num_classes` (+ any extra, JSON-encoded)."""
+    metadata `format`, `format_version`, `arch`, `num_classes` (+ any extra, JSON-encoded).
+
+    `config_overrides`: settings the model was created with that differ from `arch`'s
+    (`upsample`, `align_corners`; see `split_config`), stored as `config_overrides` and applied
+    again on loading."""
     arch = canonical_name(arch)
+    overrides = dict(config_overrides or {})
+    if set(overrides) - set(CONFIG_SETTINGS):
+        raise ValueError(f"config_overrides may set {CONFIG_SETTINGS} only; got {sorted(overrides)}")
+    if overrides:
+        metadata["config_overrides"] = overrides
     if variables_num_classes(variables) != num_classes:
         found = variables_num_classes(variables)
         raise CheckpointError(f"num_classes={num_classes} but the variables' classifier has {found}")
@@ -320,7 +532,8 @@ def save_checkpoint(
     write_safetensors(path, arrays, meta)
 
 
-def _flax_metadata(metadata: Mapping[str, str], path: str) -> tuple[str, int]:
+def _flax_metadata(metadata: Mapping[str, str], path: str) -> tuple[str, int, dict[str, Any]]:
+    """(arch, num_classes, config overrides) recorded in our own checkpoint."""
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: has Flax-style keys but no hrnet_flax metadata (format/arch/num_classes)")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -330,6 +543,16 @@ def _flax_metadata(metadata: Mapping[str, str], path: str) -> tuple[str, int]:
         close = difflib.get_close_matches(arch, ARCHS, n=3)
         raise CheckpointError(f"{path}: unknown arch {arch!r} in metadata (close: {close})")
     try:
-        return arch, int(metadata["num_classes"])
+        num_classes = int(metadata["num_classes"])
     except (KeyError, ValueError):
         raise CheckpointError(f"{path}: metadata num_classes missing or not an integer") from None
+    try:
+        overrides = json.loads(metadata.get("config_overrides", "{}"))
+    except json.JSONDecodeError:
+        overrides = None
+    if not isinstance(overrides, dict) or set(overrides) - set(CONFIG_SETTINGS):
+        raise CheckpointError(
+            f"{path}: metadata config_overrides {metadata.get('config_overrides')!r} is not a JSON object "
+            f"of {CONFIG_SETTINGS}"
+        )
+    return arch, num_classes, overrides

@@ -1,16 +1,19 @@
 """Key tables: every Flax variable of a variant and its name and shape in each reference layout.
 
-`modules(config, num_classes)` reads the model's ConvBN and Dense modules off its own variable
-tree (`HRNet.init` traced for shapes only), so the network is described once, in
+`modules(config, num_classes)` reads the model's ConvBN, Dense and plain Conv modules off its own
+variable tree (`HRNet.init` traced for shapes only), so the network is described once, in
 `hrnet_flax.models`. `key_table(config, num_classes, layout)` expands them into `Leaf`s:
 (collection, flax path, reference key, transform, flax shape). Import and export both read
 this one table.
 
 Every Flax path is parsed once into a `Site` (which part of the network, its indices, the layer
 inside a block); each layout is a function from a `Site` to its names. Layouts: `timm` (also the
-official Microsoft repo), `paddle` (PaddleClas legendary models), `paddle2` (PaddleClas 2.0 dygraph
-names: `_conv`, `_batch_norm`, `la1.bb_layer2_1`, `out`), `mmpretrain` (backbone under
-`backbone.`, HRFuseScales neck, `head.fc`).
+official Microsoft repos: the classification keys, and the segmentation ones, whose backbone keys
+are the same and whose head is `last_layer.{0,1,3}`), `paddle` (PaddleClas legendary models),
+`paddle2` (PaddleClas 2.0 dygraph names: `_conv`, `_batch_norm`, `la1.bb_layer2_1`, `out`),
+`mmpretrain` (backbone under `backbone.`, HRFuseScales neck, `head.fc`) and `mmseg`
+(mmsegmentation's FCN-HRNet: backbone under `backbone.`, `decode_head.convs.0` without a conv bias,
+`decode_head.conv_seg`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import re
 
 from hrnet_flax.models.config import HRNetConfig
 
-LAYOUTS = ("timm", "paddle", "paddle2", "mmpretrain")
+LAYOUTS = ("timm", "paddle", "paddle2", "mmpretrain", "mmseg")
 
 
 class LayoutError(ValueError):
@@ -31,19 +34,22 @@ class LayoutError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Module:
     path: tuple[str, ...]
-    kind: str  # "convbn" or "dense"
+    kind: str  # "convbn", "dense" or "conv" (a plain convolution, no BatchNorm: `seg_classifier`)
     cin: int
     cout: int
     k: int = 1
-    bias: bool = False  # conv bias (convbn); dense always has one
+    bias: bool = False  # conv bias (convbn, conv); dense always has one
 
 
 @dataclasses.dataclass(frozen=True)
 class Leaf:
     collection: str  # "params" or "batch_stats"
     path: tuple[str, ...]  # inside the collection
-    key: str  # reference state-dict key
-    transform: str  # "conv" (OIHW <-> HWIO), "linear_t" ([out,in] <-> [in,out]) or "none"
+    key: str  # reference state-dict key ("" where the layout does not store the leaf)
+    # "conv" (OIHW <-> HWIO), "linear_t" ([out,in] <-> [in,out]), "none", or "absent": a conv bias
+    # the layout does not have (mmseg's `decode_head.convs.0.conv`): 0 on import; on export it is
+    # folded into the running mean of the BatchNorm that follows (mean - b gives the same output).
+    transform: str
     shape: tuple[int, ...]  # Flax shape
 
     @property
@@ -56,8 +62,8 @@ class Leaf:
 
 @functools.lru_cache(maxsize=64)
 def modules(config: HRNetConfig, num_classes: int) -> tuple[Module, ...]:
-    """All ConvBN and Dense modules of the variant from its variable tree, in the order the forward
-    pass calls them (so errors name the earliest layer that does not fit)."""
+    """All ConvBN, Dense and plain Conv modules of the variant from its variable tree, in the order
+    the forward pass calls them (so errors name the earliest layer that does not fit)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -82,6 +88,9 @@ def modules(config: HRNetConfig, num_classes: int) -> tuple[Module, ...]:
             found.append(Module(path, "convbn", cin, cout, kh, "bias" in node["conv"]))
         elif "kernel" in node and len(node["kernel"].shape) == 2:
             found.append(Module(path, "dense", *node["kernel"].shape))
+        elif "kernel" in node and len(node["kernel"].shape) == 4:
+            kh, _, cin, cout = node["kernel"].shape
+            found.append(Module(path, "conv", cin, cout, kh, "bias" in node))
         else:
             for name, child in node.items():
                 walk(child, (*path, name))
@@ -99,7 +108,8 @@ class Site:
 
     part / index: `stem` (n,) for conv1/conv2 (n = 1, 2); `layer1` (k,); `transition` (t, b);
     `branch` (s, m, b, k); `fuse` (s, m, i, j, k) with k = -1 for an upsampling fuse (j > i);
-    `incre` (i,); `downsamp` (i,); `final` (); `classifier` ().
+    `incre` (i,); `downsamp` (i,); `final` (); `classifier` (); the segmentation head's
+    `seg_head` () (ConvBN, conv with bias) and `seg_classifier` () (a plain 1x1 conv).
     """
 
     part: str
@@ -115,6 +125,8 @@ _PATTERNS = (
     ("downsamp", r"downsamp(\d+)"),
     ("final", r"final"),
     ("classifier", r"classifier"),
+    ("seg_head", r"seg_head"),
+    ("seg_classifier", r"seg_classifier"),
 )
 
 
@@ -162,14 +174,27 @@ TIMM = {
     "downsamp": lambda i: f"downsamp_modules.{i}",
     "final": lambda: "final_layer",
     "classifier": lambda: "classifier",
+    # the official segmentation `last_layer`: [0] conv with bias, [1] BN, [2] ReLU, [3] classifier conv
+    "seg_head": lambda: "last_layer",
+    "seg_classifier": lambda: "last_layer.3",
 }
+BACKBONE_PARTS = ("stem", "layer1", "transition", "branch", "fuse")
+_MM_BACKBONE = {part: (lambda name: lambda *ix: f"backbone.{name(*ix)}")(TIMM[part]) for part in BACKBONE_PARTS}
 MMPRETRAIN = {  # the timm backbone under `backbone.`, the head in an HRFuseScales neck
-    **{part: (lambda name: lambda *ix: f"backbone.{name(*ix)}")(name) for part, name in TIMM.items()},
+    **_MM_BACKBONE,
     "incre": lambda i: f"neck.0.increase_layers.{i}.0",
     "downsamp": lambda i: f"neck.0.downsample_layers.{i}",
     "final": lambda: "neck.0.final_layer",
     "classifier": lambda: "head.fc",
 }
+MMSEG = {  # the timm backbone under `backbone.`, an FCNHead (one ConvModule, `conv_seg`)
+    **_MM_BACKBONE,
+    "seg_head": lambda: "decode_head.convs.0",
+    "seg_classifier": lambda: "decode_head.conv_seg",
+}
+# (layout, part) pairs whose ConvBN conv has a bias in our model but none in the layout: mmcv's
+# ConvModule drops the bias of a conv followed by a norm layer (`bias="auto"`).
+NO_CONV_BIAS = {("mmseg", "seg_head")}
 
 
 def _paddle_transition(t: int, b: int) -> str:
@@ -206,12 +231,18 @@ PADDLE2 = {  # PaddleClas 2.0 (pre-legendary) dygraph names, numbered from 1
 }
 
 
-def _torch_names(prefixes: dict, conv_modules: tuple[str, ...], at: Site) -> tuple[str, str]:
-    """(conv or dense prefix, bn prefix) in a PyTorch state dict (timm/official, mmpretrain).
+def _prefix(layout: str, prefixes: dict, at: Site) -> str:
+    if at.part not in prefixes:
+        raise LayoutError(f"the {layout} layout has no {at.part!r} module (its models have no such part)")
+    return prefixes[at.part](*at.index)
+
+
+def _torch_names(layout: str, prefixes: dict, conv_modules: tuple[str, ...], at: Site) -> tuple[str, str]:
+    """(conv or dense prefix, bn prefix) in a PyTorch state dict (timm/official, mmpretrain, mmseg).
     A ConvBN is a Sequential (`.0`, `.1`), or in the parts `conv_modules` an mmcv ConvModule
     (`.conv`, `.bn`); the stem's are `conv{n}`/`bn{n}` side by side."""
-    p = prefixes[at.part](*at.index)
-    if at.part == "classifier":
+    p = _prefix(layout, prefixes, at)
+    if at.part in ("classifier", "seg_classifier"):
         return p, ""
     if at.part == "stem":
         n = at.index[0]
@@ -227,9 +258,9 @@ def _torch_names(prefixes: dict, conv_modules: tuple[str, ...], at: Site) -> tup
     return f"{p}.conv{n}", f"{p}.bn{n}"
 
 
-def _paddle_names(prefixes: dict, se: tuple[str, str], conv: str, bn: str, at: Site) -> tuple[str, str]:
+def _paddle_names(layout: str, prefixes: dict, se: tuple[str, str], conv: str, bn: str, at: Site) -> tuple[str, str]:
     """(conv or dense prefix, bn prefix) in a PaddleClas state dict."""
-    p = prefixes[at.part](*at.index)
+    p = _prefix(layout, prefixes, at)
     if at.part in BLOCK_PARTS:
         name = at.rest[0]
         if name == "se":  # a dense layer
@@ -241,10 +272,11 @@ def _paddle_names(prefixes: dict, se: tuple[str, str], conv: str, bn: str, at: S
 
 
 _NAMERS = {
-    "timm": functools.partial(_torch_names, TIMM, ()),
-    "paddle": functools.partial(_paddle_names, PADDLE, ("fc_squeeze", "fc_excitation"), "conv", "bn"),
-    "paddle2": functools.partial(_paddle_names, PADDLE2, ("squeeze", "excitation"), "_conv", "_batch_norm"),
-    "mmpretrain": functools.partial(_torch_names, MMPRETRAIN, ("downsamp", "final")),
+    "timm": functools.partial(_torch_names, "timm", TIMM, ()),
+    "paddle": functools.partial(_paddle_names, "paddle", PADDLE, ("fc_squeeze", "fc_excitation"), "conv", "bn"),
+    "paddle2": functools.partial(_paddle_names, "paddle2", PADDLE2, ("squeeze", "excitation"), "_conv", "_batch_norm"),
+    "mmpretrain": functools.partial(_torch_names, "mmpretrain", MMPRETRAIN, ("downsamp", "final")),
+    "mmseg": functools.partial(_torch_names, "mmseg", MMSEG, ("seg_head",)),
 }
 
 
@@ -274,8 +306,15 @@ def key_table(config: HRNetConfig, num_classes: int, layout: str) -> list[Leaf]:
             continue
         conv_t = "conv" if layout != "flax" else "none"
         kernel = (mod.k, mod.k, mod.cin, mod.cout)
+        if mod.kind == "conv":
+            leaves.append(Leaf("params", (*mod.path, "kernel"), f"{conv}.weight", conv_t, kernel))
+            if mod.bias:
+                leaves.append(Leaf("params", (*mod.path, "bias"), f"{conv}.bias", "none", (mod.cout,)))
+            continue
         leaves.append(Leaf("params", (*mod.path, "conv", "kernel"), f"{conv}.weight", conv_t, kernel))
-        if mod.bias:
+        if mod.bias and (layout, site(mod.path).part) in NO_CONV_BIAS:
+            leaves.append(Leaf("params", (*mod.path, "conv", "bias"), "", "absent", (mod.cout,)))
+        elif mod.bias:
             leaves.append(Leaf("params", (*mod.path, "conv", "bias"), f"{conv}.bias", "none", (mod.cout,)))
         for ours, theirs in bn_names.items():
             collection = "params" if ours in ("scale", "bias") else "batch_stats"
@@ -283,3 +322,9 @@ def key_table(config: HRNetConfig, num_classes: int, layout: str) -> list[Leaf]:
     if layout == "flax":
         leaves = [dataclasses.replace(leaf, key=leaf.flax_key) for leaf in leaves]
     return leaves
+
+
+def bn_mean_leaf(table: list[Leaf], bias: Leaf) -> Leaf:
+    """The running-mean leaf of the BatchNorm after the conv whose bias is `bias` (same ConvBN)."""
+    path = (*bias.path[:-2], "bn", "mean")
+    return next(leaf for leaf in table if leaf.collection == "batch_stats" and leaf.path == path)
