@@ -139,11 +139,13 @@ def add_eval(sub) -> None:
         "--data-dir",
         required=True,
         help="classification: tfds data_dir holding imagenet2012, or an image folder root; segmentation: a "
-        "folder with <split>/images and <split>/masks, or a tfds data_dir holding cityscapes",
+        "folder with <split>/images and <split>/masks, or cityscapes[:<tfds data_dir>]",
     )
     p.add_argument("--manual-dir", help="folder with the downloaded archives (ImageNet tars, Cityscapes zips) to prepare from")
     p.add_argument("--split", default="validation", help="classification split (segmentation: val)")
-    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument(
+        "--batch-size", type=int, help="per process (default: 64; segmentation: one image per local device)"
+    )
     _add_test_time_args(p)
     p.set_defaults(run=run_eval)
 
@@ -161,7 +163,7 @@ def run_eval(args) -> int:
         return _eval_segmentation(args, model, variables)
     source = DataSource(args.data_dir, "imagenet" if args.manual_dir else "auto", args.manual_dir)
     spec = args.preset or default_spec(args.model)
-    batches = eval_dataset(source, batch_size_per_process=args.batch_size, spec=spec, image_size=args.size, split=args.split)
+    batches = eval_dataset(source, batch_size_per_process=args.batch_size or 64, spec=spec, image_size=args.size, split=args.split)
     print(
         f"evaluating {args.model} on {batches.total_examples} images of {args.data_dir} ({args.split}), "
         f"preprocessing {batches.spec}",
@@ -177,12 +179,17 @@ def run_eval(args) -> int:
 def _eval_segmentation(args, model, variables) -> int:
     import json
 
+    import jax
+
     from hrnet_flax.data import segmentation as seg_data
     from hrnet_flax.evaluate import evaluate
 
-    source = seg_data.segmentation_source(args.data_dir, manual_dir=args.manual_dir)
+    # The dataset must have the model's classes (a folder without classes.txt takes them).
+    source = seg_data.segmentation_source(args.data_dir, manual_dir=args.manual_dir, num_classes=model.num_classes)
     split = "val" if args.split == "validation" else args.split
-    batches = seg_data.eval_dataset(source, batch_size_per_process=args.batch_size, split=split)
+    # Whole images (Cityscapes: 1024x2048) take far more memory than classification crops.
+    batch_size = args.batch_size or jax.local_device_count()
+    batches = seg_data.eval_dataset(source, batch_size_per_process=batch_size, split=split)
     task = _segmentation_task(args, model)
     print(f"evaluating {args.model} on {len(batches)} batches of {args.data_dir} ({split}), {task}", file=sys.stderr)
     result = evaluate(model, variables, batches, task=task, progress=True)

@@ -118,7 +118,7 @@ def segment_files(
     alpha: float = 0.5,
 ) -> list[tuple[str, str, list[tuple[int, float]]]]:
     """Segment image files with `task`'s inference (`tasks.segmentation.Segmentation`: scales, flip,
-    window). Writes each label map as a palette PNG (pixel value = class) and an overlay PNG; returns
+    window, stride, align_corners). Writes each label map as a palette PNG (pixel value = class) and an overlay PNG; returns
     `(labels path, overlay path, [(class, share of the pixels)] largest first)` per image. Every file
     is read before any is segmented, so an unreadable one fails first, naming it."""
     from PIL import Image
@@ -130,7 +130,12 @@ def segment_files(
     results = []
     colours = palette(model.num_classes)
     for path, image in zip(paths, images):
-        labels = np.asarray(segment(model, variables, normalize(image), scales=task.scales, flip=task.flip, window=task.window))
+        labels = np.asarray(
+            segment(
+                model, variables, normalize(image), scales=task.scales, flip=task.flip, window=task.window,
+                stride=task.stride, align_corners=task.align_corners,
+            )  # fmt: skip
+        )
         labels_path, overlay_path = _label_paths(str(path), out, len(paths) > 1)
         picture = Image.fromarray(labels.astype(np.uint8), mode="P")
         picture.putpalette(colours.reshape(-1).tolist())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -182,19 +180,13 @@ def test_saving_variables_of_another_arch_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_legacy_torch_file_with_and_without_torch(tmp_path):
+def test_legacy_torch_file_loads(tmp_path):
+    """A pre-1.6 (non-zip) file loads like a zip one (reading it without torch: test_checkpoint_legacy.py)."""
     state = synthetic_state_dict("hrnet_w18_small", "timm")
     path = tmp_path / "legacy.pth"
     torch.save({k: torch.from_numpy(v) for k, v in state.items()}, path, _use_new_zipfile_serialization=False)
-    model, variables = load_pretrained(str(path))  # torch is installed here: weights_only=True
+    model, variables = load_pretrained(str(path))
     np.testing.assert_array_equal(np.asarray(variables["params"]["classifier"]["bias"]), state["classifier.bias"])
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "from hrnet_flax.weights.checkpoint_io import read_any\n"
-        f"read_any({str(path)!r})\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and "legacy" in out.stderr and "pip install torch" in out.stderr and str(path) in out.stderr
 
 
 def test_whole_module_pickle_is_refused(tmp_path):

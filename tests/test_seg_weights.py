@@ -37,6 +37,8 @@ CASES = {
     "official_small_align": ("hrnetv2_w18_small_seg", "official", True, (64, 96)),
     "mmseg_small": ("hrnetv2_w18_small_seg", "mmseg", False, (64, 96)),
     "official_wide": ("hrnetv2_w18_seg", "official", False, (64, 64)),
+    # any size: branches are ceil(side / stride) and bilinear fusion resizes to them exactly
+    "official_small_odd": ("hrnetv2_w18_small_seg", "official", True, (50, 75)),
 }
 
 
@@ -114,11 +116,11 @@ def test_parity_float32(cases, name):
     assert case.model.config == dataclasses.replace(ARCHS[case.arch], align_corners=case.align)
     assert case.model.num_classes == CLASSES
     ours = _forward(case.model, case.variables, case.x)
-    assert ours.shape == (2, case.x.shape[1] // 4, case.x.shape[2] // 4, CLASSES)
+    assert ours.shape == (2, -(-case.x.shape[1] // 4), -(-case.x.shape[2] // 4), CLASSES)  # ceil(side / 4)
     assert_logits_match(ours, case.logits, name)
 
 
-@pytest.mark.parametrize("name", _cases("official_small_align", "mmseg_small", "official_wide"))
+@pytest.mark.parametrize("name", _cases("official_small_align", "mmseg_small", "official_small_odd", "official_wide"))
 def test_parity_float64(cases, name):
     case = cases(name)
     ref = logits(case.ref, case.x, torch.float64)

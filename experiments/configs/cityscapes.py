@@ -4,12 +4,12 @@
 Run (ARCH: hrnetv2_w48_seg, or any `*_seg` model; the backbone starts from its ImageNet weights):
 
     python experiments/train.py --config experiments/configs/cityscapes.py:hrnetv2_w48_seg \\
-        --workdir runs/cityscapes_w48 --config.dataset=/data/tensorflow_datasets \\
+        --workdir runs/cityscapes_w48 --config.dataset=cityscapes:/data/tensorflow_datasets \\
         --config.manual_dir=/data/cityscapes_zips
 
-`dataset`: a tfds data_dir for `cityscapes/semantic_segmentation`, prepared from the Cityscapes
-zips (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip) in `manual_dir`; or a folder of
-`train|val/images` + `masks` holding trainIds.
+`dataset`: `cityscapes:<tfds data_dir>` (tfds `cityscapes/semantic_segmentation`, prepared once
+from the Cityscapes zips leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip in `manual_dir`),
+or a folder of `train|val/images` + `masks` holding trainIds.
 
 Recipe: 2975 train images, 484 epochs at global batch 12 (about 119.6k steps), random scale
 0.5-2.0 of the 1024x2048 images, random 512x1024 crops padded with the ignore label, flips;
@@ -38,7 +38,7 @@ def get_config(arch: str = "hrnetv2_w48_seg") -> TrainConfig:
         num_classes=19,
         pretrained=f"{backbone}.ms_in1k",  # the official ImageNet weights (timm's copy)
         dtype="float32",
-        dataset="",  # required: --config.dataset=TFDS_DATA_DIR or a folder
+        dataset="cityscapes",  # tfds' default data_dir; or cityscapes:<data_dir>, or a folder
         crop_size=(512, 1024),
         base_size=2048,
         scale_range=(0.5, 2.0),

@@ -251,17 +251,25 @@ class HRModule(nn.Module):
         return out
 
 
-def check_image_size(shape: tuple[int, ...]) -> None:
-    """Raise a ValueError unless `shape` is NHWC with H and W multiples of 32."""
+def check_image_size(shape: tuple[int, ...], multiple: int = SIZE_MULTIPLE) -> None:
+    """Raise a ValueError unless `shape` is NHWC with H and W positive multiples of `multiple`."""
     if len(shape) != 4:
         raise ValueError(f"HRNet expects images of shape (N, H, W, C) (NHWC); got shape {tuple(shape)}")
     h, w = shape[1], shape[2]
-    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h == 0 or w == 0:
+    if h % multiple or w % multiple or h == 0 or w == 0:
         raise ValueError(
             f"HRNet cannot take a {h}x{w} (HxW) input: height and width must be positive multiples of "
-            f"{SIZE_MULTIPLE} (the four branches run at strides 4/8/16/32 and their fusions must line up); "
-            f"resize or pad to e.g. {max(32, -(-h // 32) * 32)}x{max(32, -(-w // 32) * 32)}"
+            f"{multiple} (the four branches run at strides 4/8/16/32 and their nearest-neighbour fusions "
+            f"must line up); resize or pad to e.g. {max(multiple, -(-h // multiple) * multiple)}x"
+            f"{max(multiple, -(-w // multiple) * multiple)}"
         )
+
+
+def size_multiple(config: HRNetConfig) -> int:
+    """What input sides must be multiples of: 32 with nearest-neighbour fusion (integer factors);
+    any size with bilinear fusion, which resizes to each branch's exact size as the official
+    segmentation code does (a branch is ceil(side / stride) wide)."""
+    return SIZE_MULTIPLE if config.upsample == "nearest" else 1
 
 
 class HRNet(nn.Module):
@@ -298,7 +306,7 @@ class HRNet(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False, *, return_features: bool = False):
-        check_image_size(images.shape)
+        check_image_size(images.shape, size_multiple(self.config))
         if train and self.fold_bn:
             raise ValueError("a model with fold_bn=True has no BatchNorm to train; create it without fold_bn")
         cfg = self.config

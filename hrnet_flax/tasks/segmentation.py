@@ -32,13 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_flax.models.hrnet import SIZE_MULTIPLE, size_multiple
 from hrnet_flax.models.resize import resize_bilinear
 from hrnet_flax.tasks.base import Task
 
-MULTIPLE = 32  # HRNet's input sides must be multiples of its total stride
 
-
-def _round_up(n: int, multiple: int = MULTIPLE) -> int:
+def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
@@ -143,8 +142,9 @@ def infer_scores(
     no flip and no window).
 
     For each scale s: the images are resized bilinearly (half-pixel sampling, as the official
-    cv2.INTER_LINEAR) to `scaled_size`; then either the whole image, zero-padded at the
-    bottom/right to multiples of 32, or sliding windows (`window`, `stride`: default 2/3 of the
+    cv2.INTER_LINEAR) to `scaled_size`; then either the whole image (zero-padded at the
+    bottom/right to multiples of 32 for a model with nearest-neighbour fusion; as it is with
+    bilinear fusion, which takes any size), or sliding windows (`window`, `stride`: default 2/3 of the
     window, zero-padded at the border, overlaps averaged) run through the model; with `flip` the
     logits of the mirrored input are averaged in. The logits are resized (bilinear,
     `align_corners`) to the model's input size, cropped to the scaled image, exponentiated,
@@ -159,11 +159,13 @@ def infer_scores(
     if window is not None and stride is None:
         stride = (int(window[0] * 2 / 3), int(window[1] * 2 / 3))
     total = None
+    config = getattr(model, "config", None)  # any other model is padded to multiples of 32
+    multiple = SIZE_MULTIPLE if config is None else size_multiple(config)
     for scale in scales:
         size = scaled_size(height, width, scale)
         x = resize_bilinear(images.astype(jnp.float32), size, align_corners=False)
         if window is None:
-            padded = _pad_bottom_right(x, _round_up(size[0]), _round_up(size[1]))
+            padded = _pad_bottom_right(x, _round_up(size[0], multiple), _round_up(size[1], multiple))
             scores = _view_logits(model, variables, padded, flip=flip, align_corners=align_corners)[:, : size[0], : size[1]]
         else:
             scores = _windowed_log_scores(
@@ -229,8 +231,8 @@ def _check_test_settings(scales: Sequence[float], window, stride) -> None:
     if not len(scales) or min(scales) <= 0:
         raise ValueError(f"test scales {tuple(scales)} must be positive (at least one)")
     if window is not None:
-        if len(window) != 2 or min(window) <= 0 or window[0] % MULTIPLE or window[1] % MULTIPLE:
-            raise ValueError(f"sliding window {tuple(window)} must be (H, W), positive multiples of {MULTIPLE}")
+        if len(window) != 2 or min(window) <= 0 or window[0] % SIZE_MULTIPLE or window[1] % SIZE_MULTIPLE:
+            raise ValueError(f"sliding window {tuple(window)} must be (H, W), positive multiples of {SIZE_MULTIPLE}")
         if stride is not None and (len(stride) != 2 or not (0 < stride[0] <= window[0] and 0 < stride[1] <= window[1])):
             raise ValueError(f"sliding-window stride {tuple(stride)} must be (H, W) with 0 < stride <= window {tuple(window)}")
     elif stride is not None:
