@@ -88,10 +88,14 @@ def palette(num_classes: int) -> np.ndarray:
     return colours
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
-    """uint8 RGB: `image` blended with the class colours of `labels` (opacity `alpha`)."""
+def _check_alpha(alpha: float) -> None:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"overlay alpha must be in [0, 1]; got {alpha}")
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
+    """uint8 RGB: `image` blended with the class colours of `labels` (opacity `alpha`)."""
+    _check_alpha(alpha)
     colours = palette(num_classes)[labels].astype(np.float32)
     return np.clip(image.astype(np.float32) * (1 - alpha) + colours * alpha + 0.5, 0, 255).astype(np.uint8)
 
@@ -118,25 +122,33 @@ def segment_files(
     alpha: float = 0.5,
 ) -> list[tuple[str, str, list[tuple[int, float]]]]:
     """Segment image files with `task`'s inference (`tasks.segmentation.Segmentation`: scales, flip,
-    window, stride, align_corners). Writes each label map as a palette PNG (pixel value = class) and an overlay PNG; returns
-    `(labels path, overlay path, [(class, share of the pixels)] largest first)` per image. Every file
-    is read before any is segmented, so an unreadable one fails first, naming it."""
+    window, stride, align_corners). Writes each label map as a palette PNG (pixel value = class)
+    and an overlay PNG; returns `(labels path, overlay path, [(class, share of the pixels)] largest
+    first)` per image. Every file is read, and given a label map path of its own, before any is
+    segmented: an unreadable file, or two images that would write the same label map, fail first."""
     from PIL import Image
 
     from hrnet_flax.data.segmentation import normalize
     from hrnet_flax.tasks.segmentation import segment
 
+    _check_alpha(alpha)
+    if model.num_classes > 255:  # 8-bit palette PNGs; 255 is the ignore colour
+        raise ValueError(f"label maps are 8-bit palette PNGs (at most 255 classes); the model has {model.num_classes}")
     images = [load_rgb(p) for p in paths]
+    targets = [_label_paths(str(path), out, len(paths) > 1) for path in paths]
+    first: dict[str, str] = {}
+    for path, (labels_path, _) in zip(paths, targets):
+        if first.setdefault(os.path.abspath(labels_path), str(path)) != str(path):
+            raise ValueError(f"{first[os.path.abspath(labels_path)]} and {path} would both be written to {labels_path}")
     results = []
     colours = palette(model.num_classes)
-    for path, image in zip(paths, images):
+    for path, image, (labels_path, overlay_path) in zip(paths, images, targets):
         labels = np.asarray(
             segment(
                 model, variables, normalize(image), scales=task.scales, flip=task.flip, window=task.window,
                 stride=task.stride, align_corners=task.align_corners,
             )  # fmt: skip
         )
-        labels_path, overlay_path = _label_paths(str(path), out, len(paths) > 1)
         picture = Image.fromarray(labels.astype(np.uint8), mode="P")
         picture.putpalette(colours.reshape(-1).tolist())
         picture.save(labels_path)

@@ -1,4 +1,4 @@
-"""The batch format every pipeline yields, and the two helpers they share.
+"""The batch format every pipeline yields, and the helpers they share.
 
 A batch is a dict of numpy arrays with a leading batch axis, `mask` (bool) False on padding rows;
 each task adds its own keys (`image` and `label` for classification).
@@ -6,7 +6,7 @@ each task adds its own keys (`image` and `label` for classification).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -37,3 +37,22 @@ def process_share(process_index: int | None = None, process_count: int | None = 
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} out of range for process_count {process_count}")
     return process_index, process_count
+
+
+def stream_indices(
+    n: int, seed: int, start_step: int, batch: int, process_index: int, process_count: int
+) -> Iterator[tuple[int, int]]:
+    """(example index, global position) of this process's examples from step `start_step` on: the
+    global stream is epoch permutations seeded by (seed, epoch), step s holds positions
+    [s*G, (s+1)*G) with G = batch * process_count, process p taking the p-th consecutive `batch`."""
+    global_batch = batch * process_count
+    perm_epoch, perm = -1, np.arange(0)
+    step = start_step
+    while True:
+        first = step * global_batch + process_index * batch
+        for position in range(first, first + batch):
+            epoch, offset = divmod(position, n)
+            if epoch != perm_epoch:
+                perm_epoch, perm = epoch, np.random.default_rng([seed, epoch]).permutation(n)
+            yield int(perm[offset]), position
+        step += 1

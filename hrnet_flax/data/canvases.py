@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from hrnet_flax.data.batches import Batch, process_share
-from hrnet_flax.data.digits import _splits
+from hrnet_flax.data.digits import splits
 from hrnet_flax.data.segmentation import normalize, resize_bilinear
 
 NUM_CLASSES = 11
@@ -62,7 +62,7 @@ def _check_size(image_size: int) -> None:
 @functools.lru_cache(maxsize=8)
 def _glyphs(split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The split's digits upscaled to `size` x `size` intensities in [0, 1], and their digits."""
-    images, labels = _splits()[split]
+    images, labels = splits()[split]
     return np.stack([np.clip(resize_bilinear(d, (size, size)), 0.0, 1.0) for d in images]), labels
 
 

@@ -24,7 +24,8 @@ VAL_FRACTION = 0.2
 
 
 @functools.lru_cache(maxsize=None)
-def _splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train", "val"}: (images (N, 8, 8) in [0, 1], labels (N,)), the fixed 80/20 split."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -39,7 +40,7 @@ def _splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def split_size(split: str) -> int:
     if split not in ("train", "val"):
         raise ValueError(f"digits split {split!r}: must be 'train' or 'val'")
-    return len(_splits()[split][1])
+    return len(splits()[split][1])
 
 
 def _to_rgb(images: np.ndarray, image_size: int) -> np.ndarray:
@@ -74,7 +75,7 @@ def train_dataset(
     process_count: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Infinite train batches; batch `k` is step `start_step + k` of the run (this process's share)."""
-    images, labels = _splits()["train"]
+    images, labels = splits()["train"]
     n = len(labels)
     count, part = _rows(batch_size_per_process, process_index, process_count)
     global_batch = batch_size_per_process * count
@@ -106,7 +107,7 @@ def eval_dataset(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every image of `split` once, in order; the last batch padded with `mask=False` rows."""
     split_size(split)
-    images, labels = _splits()[split]
+    images, labels = splits()[split]
     count, part = _rows(batch_size_per_process, process_index, process_count)
     global_batch = batch_size_per_process * count
     for start in range(0, len(labels), global_batch):

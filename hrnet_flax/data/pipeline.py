@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from hrnet_flax.data.batches import Batch, pad_rows, process_share
+from hrnet_flax.data.batches import Batch, pad_rows, process_share, stream_indices
 from hrnet_flax.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -120,21 +120,11 @@ def train_dataset(
 def _folder_train_records(paths, labels, seed, start_step, batch, p, count):
     """tf.data of (encoded bytes, label, global position) for this process, from `start_step` on."""
     t = tf()
-    n = len(paths)
     paths = np.asarray(paths)
-    global_batch = batch * count
 
     def positions() -> Iterator[tuple[str, int, int]]:
-        perm_epoch, perm = -1, None
-        step = start_step
-        while True:
-            for pos in range(step * global_batch + p * batch, step * global_batch + (p + 1) * batch):
-                epoch, offset = divmod(pos, n)
-                if epoch != perm_epoch:
-                    perm_epoch, perm = epoch, np.random.default_rng([seed, epoch]).permutation(n)
-                i = perm[offset]
-                yield paths[i], labels[i], pos
-            step += 1
+        for i, pos in stream_indices(len(paths), seed, start_step, batch, p, count):
+            yield paths[i], labels[i], pos
 
     signature = (
         t.TensorSpec([], t.string),

@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from hrnet_flax.data.batches import Batch, pad_rows, process_share
+from hrnet_flax.data.batches import Batch, pad_rows, process_share, stream_indices
 from hrnet_flax.data.images import UnreadableImageError, load_rgb
 from hrnet_flax.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from hrnet_flax.data.sources import IMAGE_EXTENSIONS
@@ -513,25 +513,6 @@ def _prefetch(jobs: Iterator[Callable[[], T]], workers: int, ahead: int) -> Iter
         for future in pending:  # (shutdown's own cancel_futures fails while the interpreter exits)
             future.cancel()
         pool.shutdown(wait=False)
-
-
-def stream_indices(
-    n: int, seed: int, start_step: int, batch: int, process_index: int, process_count: int
-) -> Iterator[tuple[int, int]]:
-    """(example index, global position) of this process's examples from step `start_step` on: the
-    global stream is epoch permutations seeded by (seed, epoch), step s holds positions
-    [s*G, (s+1)*G) with G = batch * process_count, process p taking the p-th consecutive `batch`."""
-    global_batch = batch * process_count
-    perm_epoch, perm = -1, np.arange(0)
-    step = start_step
-    while True:
-        first = step * global_batch + process_index * batch
-        for position in range(first, first + batch):
-            epoch, offset = divmod(position, n)
-            if epoch != perm_epoch:
-                perm_epoch, perm = epoch, np.random.default_rng([seed, epoch]).permutation(n)
-            yield int(perm[offset]), position
-        step += 1
 
 
 def train_dataset(
