@@ -159,7 +159,17 @@ def run_eval(args) -> int:
     from hrnet_flax.weights.pretrained import default_spec
 
     model, variables = _load_model(args, scan=True)
-    if model.config.head == "segmentation":
+    segmentation = model.config.head == "segmentation"
+    unused = (
+        {"--preset": args.preset, "--size": args.size}
+        if segmentation
+        else {"--scales": args.scales != [1.0], "--flip": args.flip, "--window": args.window}
+    )
+    given = [flag for flag, value in unused.items() if value]
+    if given:
+        kind = "segmentation" if segmentation else "classification"
+        raise ValueError(f"{', '.join(given)} do(es) not apply to {args.model}, a {kind} model")
+    if segmentation:
         return _eval_segmentation(args, model, variables)
     source = DataSource(args.data_dir, "imagenet" if args.manual_dir else "auto", args.manual_dir)
     spec = args.preset or default_spec(args.model)

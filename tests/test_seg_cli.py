@@ -233,3 +233,17 @@ def test_segment_files_follows_every_setting_of_the_task(seg_weights, images, tm
     labels = np.asarray(Image.open(labels_path))
     np.testing.assert_array_equal(labels, expected_labels(model, variables, images[0], **settings))
     assert not np.array_equal(labels, expected_labels(model, variables, images[0], window=(32, 32)))
+
+
+def test_eval_refuses_options_of_the_other_task(seg_weights, folder, tmp_path):
+    """Segmentation options for a classifier, and classification ones for a segmenter, are refused
+    rather than silently ignored."""
+    import hrnet_flax as hf
+
+    classifier = tmp_path / "classifier.safetensors"
+    model = hf.create_model("hrnet_w18_small", num_classes=3)
+    hf.save_checkpoint(classifier, hf.init_variables(model, jax.random.key(0)), arch="hrnet_w18_small", num_classes=3)
+    code, _, err = run_cli("eval", "--model", classifier, "--data-dir", folder, "--flip", "--window", "32x32")
+    assert code == 2 and "--flip, --window do(es) not apply" in err and "classification model" in err, err
+    code, _, err = run_cli("eval", "--model", seg_weights[0], "--data-dir", folder, "--preset", "timm")
+    assert code == 2 and "--preset do(es) not apply" in err and "segmentation model" in err, err
