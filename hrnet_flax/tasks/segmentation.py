@@ -201,8 +201,8 @@ def segment(
 ) -> np.ndarray:
     """The label map int32 [H, W] of one normalised float32 image [H, W, 3], any size.
 
-    Test-time settings as `infer_scores` (which pads each scaled image to multiples of 32 and crops
-    the prediction back). `align_corners`: None takes the model's (`model.config.align_corners`).
+    Test-time settings as `infer_scores` (which pads each scaled image to a size the model takes,
+    if it needs to, and crops the prediction back). `align_corners`: None takes the model's (`model.config.align_corners`).
     `variables` may be canonical or stacked.
     """
     from hrnet_flax.models.stacking import model_variables
