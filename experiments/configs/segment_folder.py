@@ -20,15 +20,19 @@ from hrnet_flax.train.config import TrainConfig
 
 
 def get_config(pretrained: str = "hrnet_w18_c.paddle_in1k") -> TrainConfig:
-    from hrnet_flax.models.config import CLASSIFIERS, segmentation_name
+    from hrnet_flax.models.config import ARCHS
+    from hrnet_flax.weights.convert import segmenter_for
     from hrnet_flax.weights.pretrained import get_pretrained
 
     try:
         arch = get_pretrained(pretrained).arch
     except ValueError:  # a file or URL: the model comes with --config.model (default hrnetv2_w18_seg)
         arch = "hrnetv2_w18_seg"
-    if arch in CLASSIFIERS:  # a classifier's backbone under the HRNetV2 head
-        arch = segmentation_name(arch.removesuffix("_c").removesuffix("_ssld"))
+    if ARCHS[arch].head == "classification":  # a classifier's backbone under the HRNetV2 head
+        segmenter = segmenter_for(ARCHS[arch])
+        if segmenter is None:
+            raise ValueError(f"{pretrained}: {arch} has no segmentation variant (SE blocks)")
+        arch = segmenter
     return TrainConfig(
         task="segmentation",
         model=arch,
