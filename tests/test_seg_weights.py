@@ -1,5 +1,5 @@
 """Segmentation checkpoints: parity with the official HRNet-Semantic-Segmentation and the
-mmsegmentation FCN-HRNet (PyTorch references in `seg_reference.py`, random weights with calibrated
+mmsegmentation FCN-HRNet (PyTorch references in `dense_reference.py`, random weights with calibrated
 BatchNorm statistics) through files in each layout, export back, a segmenter from a classification
 checkpoint, the registry entries, and the errors."""
 
@@ -19,7 +19,7 @@ import torch
 from convert_support import assert_logits_match, synthetic_state_dict
 from safetensors.numpy import save_file
 from safetensors.torch import load_file as torch_load_file
-from seg_reference import MMSegHRNet, OfficialSegHRNet, calibrate, logits
+from dense_reference import MMSegHRNet, OfficialSegHRNet, calibrate, logits
 
 from hrnet_flax import load_pretrained, save_checkpoint
 from hrnet_flax.models.config import ARCHS, SEGMENTERS
@@ -225,7 +225,7 @@ def test_own_format_keeps_align_corners(cases, tmp_path):
 
 def test_other_class_count_reinitialises_the_segmentation_classifier(cases):
     case = cases("official_small")
-    with pytest.warns(UserWarning, match="5 classes; re-initialised the segmentation classifier for 7"):
+    with pytest.warns(UserWarning, match="5 classes; re-initialised seg_classifier for 7 classes"):
         model, variables = load_pretrained(str(case.path), num_classes=7)
     assert model.num_classes == 7
     kernel = np.asarray(variables["params"]["seg_classifier"]["kernel"])
@@ -254,7 +254,7 @@ def test_segmenter_from_classification_checkpoint(tmp_path, caplog, layout):
         model, variables = load_pretrained(str(path), task="segmentation", num_classes=19)
     message = str(record[0].message)
     assert str(path) in message and "hrnetv2_w18_small_seg from the hrnet_w18_small" in message
-    assert f"classification-head tensors dropped ({dropped})" in message
+    assert f"tensors the segmentation model does not have dropped ({dropped})" in message
     assert "params/seg_head/conv/kernel" in message and "params/seg_classifier/kernel" in message
     assert f"dropped keys: {first}, " in caplog.text  # the full list, in the log
     assert model.config == SEGMENTERS["hrnetv2_w18_small_seg"] and model.num_classes == 19
@@ -360,7 +360,7 @@ def test_segmentation_registry():
         + [f"{a}.mmseg_cityscapes" for a in ("hrnetv2_w48_seg", "hrnetv2_w18_seg", "hrnetv2_w18_small_v2_seg")]
     )
     assert not set(names) & set(P.list_pretrained())  # the default lists the classifiers, as before
-    assert set(P.list_pretrained(task=None)) == set(names) | set(P.list_pretrained())
+    assert set(P.list_pretrained(task=None)) == set(names) | set(P.list_pretrained()) | set(P.list_pretrained(task="pose"))
     expected = {  # name: (classes, align_corners, mIoU, file)
         "official_cityscapes": (19, False, 80.9, "hrnet_cs_8090_torch11.pth"),
         "official_lip": (20, False, 55.83, "hrnet_lip_5583_torch04.pth"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 EXPANSION = {"basic": 1, "bottleneck": 4}
-HEADS = ("classification", "segmentation")
+HEADS = ("classification", "segmentation", "pose")
 UPSAMPLING = ("nearest", "bilinear")
-DEFAULT_CLASSES = {"classification": 1000, "segmentation": 19}  # ImageNet-1k, Cityscapes
+# ImageNet-1k classes, Cityscapes classes, COCO keypoints
+DEFAULT_CLASSES = {"classification": 1000, "segmentation": 19, "pose": 17}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +31,9 @@ class HRNetConfig:
     stem_width: int = 64
     head_channels: tuple[int, ...] = (32, 64, 128, 256)  # incre Bottleneck planes (x4 out)
     num_features: int = 2048
-    # What the network predicts: "classification" (the incre/downsamp/final head, pooled logits) or
-    # "segmentation" (HRNetV2: all branches resized to stride 4, concatenated, 1x1 ConvBN + 1x1 conv).
+    # What the network predicts: "classification" (the incre/downsamp/final head, pooled logits),
+    # "segmentation" (HRNetV2: all branches resized to stride 4, concatenated, 1x1 ConvBN + 1x1 conv)
+    # or "pose" (the last module fuses into the stride-4 branch only, then a 1x1 conv to heatmaps).
     head: str = "classification"
     # How a fuse layer brings a coarser branch to a finer one: "nearest" (classification, pose) or
     # "bilinear" (the segmentation code). `align_corners` is PyTorch's flag for every bilinear resize
@@ -115,7 +117,19 @@ SEGMENTERS: dict[str, HRNetConfig] = {
     for n in ("hrnet_w18_small", "hrnet_w18_small_v2", *(f"hrnet_w{w}" for w in WIDTHS))
 }
 
-ARCHS: dict[str, HRNetConfig] = {**CLASSIFIERS, **SEGMENTERS}
+
+def pose_name(backbone: str) -> str:
+    """`hrnet_w32` -> `pose_hrnet_w32`: the top-down heatmap model on a classifier's backbone."""
+    return "pose_" + backbone
+
+
+# One per backbone, as the segmenters (the official pose code's W32/W48, mmpose's, any width).
+POSE_MODELS: dict[str, HRNetConfig] = {
+    pose_name(n): dataclasses.replace(CLASSIFIERS[n], head="pose")
+    for n in ("hrnet_w18_small", "hrnet_w18_small_v2", *(f"hrnet_w{w}" for w in WIDTHS))
+}
+
+ARCHS: dict[str, HRNetConfig] = {**CLASSIFIERS, **SEGMENTERS, **POSE_MODELS}
 
 # What each name is, for `info` and the README.
 FAMILY = {
@@ -125,4 +139,5 @@ FAMILY = {
     "hrnet_w18_ssld": "PaddleClas SSLD layout (head convs without bias)",
     "hrnet_w48_ssld": "PaddleClas SSLD layout (head convs without bias)",
     **{n: "HRNetV2 segmentation (official/mmsegmentation)" for n in SEGMENTERS},
+    **{n: "top-down pose heatmaps (official/mmpose)" for n in POSE_MODELS},
 }

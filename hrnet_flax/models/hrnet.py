@@ -5,7 +5,8 @@ convolution lives in a `ConvBN` (children `conv` and `bn`), blocks are named
 `layer1_{k}`, `stage{s}_{m}/branch{b}_{k}`, fuse layers `fuse{i}_{j}` (j > i) and
 `fuse{i}_{j}_{k}` (j < i, the k-th stride-2 conv of the chain), transitions
 `transition{t}_{b}`, the classification head `incre{i}`, `downsamp{i}`, `final`, `classifier`,
-and the segmentation head `seg_head` (ConvBN, conv with bias) and `seg_classifier` (a 1x1 conv).
+the segmentation head `seg_head` (ConvBN, conv with bias) and `seg_classifier` (a 1x1 conv), and
+the pose head `pose_head` (a 1x1 conv with bias).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ CONV_INIT = scaled_normal(lambda shape: math.sqrt(2.0 / (shape[0] * shape[1] * s
 DENSE_INIT = scaled_normal(lambda shape: math.sqrt(1.0 / (3.0 * shape[0])))
 # The segmentation classifier: normal(0, 0.01), as mmsegmentation's `conv_seg`.
 SEG_CLASSIFIER_INIT = scaled_normal(lambda shape: 0.01)
+# The pose head: normal(0, 0.001), as the official `final_layer` and mmpose's HeatmapHead.
+POSE_HEAD_INIT = scaled_normal(lambda shape: 0.001)
 SIZE_MULTIPLE = 32
 CONV_OUTPUT = "conv_output"
 # What a scanned layer keeps for the backward pass (see `repeated`).
@@ -218,6 +221,9 @@ class HRModule(nn.Module):
     scan: bool = False  # each branch's blocks as one `repeated` (stacked parameters)
     upsample: str = "nearest"  # fuse upsampling, `HRNetConfig.upsample`
     align_corners: bool = False
+    # False: fuse into the first (highest-resolution) branch only and return it alone, as the last
+    # module of the pose network (the official `multi_scale_output=False`).
+    multi_scale_output: bool = True
 
     @nn.compact
     def __call__(self, xs: list[jax.Array], train: bool) -> list[jax.Array]:
@@ -234,7 +240,7 @@ class HRModule(nn.Module):
         if len(ys) == 1:
             return ys
         out = []
-        for i in range(len(ys)):
+        for i in range(len(ys) if self.multi_scale_output else 1):
             total = ys[i]
             for j in range(len(ys)):
                 if j > i:
@@ -273,16 +279,18 @@ def size_multiple(config: HRNetConfig) -> int:
 
 
 class HRNet(nn.Module):
-    """HRNet classifier or HRNetV2 segmenter (`config.head`); with `features_only` (or
-    `return_features`) a multi-resolution backbone.
+    """HRNet classifier, HRNetV2 segmenter or top-down pose network (`config.head`); with
+    `features_only` (or `return_features`) a multi-resolution backbone.
 
     A classifier returns logits (N, num_classes); a segmenter returns per-pixel logits
     (N, H/4, W/4, num_classes), the official forward's output (upsample them with
-    `hrnet_flax.tasks.segmentation.segment`). Both float32 (float64 in a float64 model).
+    `hrnet_flax.tasks.segmentation.segment`); a pose network returns heatmaps (N, H/4, W/4,
+    num_classes), one channel per joint. All float32 (float64 in a float64 model).
 
-    Feature dict keys: `stem` (stride 4, 64 ch), `branch0..3` (strides 4/8/16/32, C/2C/4C/8C),
-    `hrnetv2` (all branches bilinearly resized to stride 4 and concatenated, 15C ch); a classifier
-    adds `incre0..3` (128/256/512/1024 ch) and `pre_logits` (pooled, 2048).
+    Feature dict keys: `stem` (stride 4, 64 ch), `branch0..3` (strides 4/8/16/32, C/2C/4C/8C; a pose
+    network has `branch0` only), `hrnetv2` (all branches bilinearly resized to stride 4 and
+    concatenated, 15C ch); a classifier adds `incre0..3` (128/256/512/1024 ch) and `pre_logits`
+    (pooled, 2048); the outputs are under `logits` (`heatmaps` for a pose network).
     """
 
     config: HRNetConfig
@@ -359,15 +367,26 @@ class HRNet(nn.Module):
                 cfg.upsample,
                 cfg.align_corners,
             )
-            if self.scan and stage.num_modules > 1:
-                xs = list(repeated(layer, stage.num_modules, train, f"stage{s}")(tuple(xs)))
+            single = cfg.head == "pose" and s == len(cfg.stages)  # the pose network's last module
+            alike = stage.num_modules - single
+            if self.scan and alike > 1:
+                xs = list(repeated(layer, alike, train, f"stage{s}")(tuple(xs)))
             else:
-                for m in range(stage.num_modules):
+                for m in range(alike):
                     xs = layer(name=f"stage{s}_{m}")(xs, train)
+            if single:
+                xs = layer(multi_scale_output=False, name=f"stage{s}_{alike}")(xs, train)
 
         feats = {}
         if want_features:
-            feats = {"stem": stem, **{f"branch{b}": y for b, y in enumerate(xs)}, "hrnetv2": self._concat(xs)}
+            feats = {"stem": stem, **{f"branch{b}": y for b, y in enumerate(xs)}}
+            if len(xs) > 1:
+                feats["hrnetv2"] = self._concat(xs)
+        if cfg.head == "pose":
+            if self.features_only:
+                return feats
+            out = self._pose_head(xs[0])
+            return {**feats, "heatmaps": out} if return_features else out
         if cfg.head == "segmentation":
             if self.features_only:
                 return feats
@@ -404,6 +423,22 @@ class HRNet(nn.Module):
         """HRNetV2's representation: every branch resized to the first one's size, concatenated."""
         ups = [xs[0]] + [resize_bilinear(y, xs[0].shape[1:3], self.config.align_corners) for y in xs[1:]]
         return jnp.concatenate(ups, axis=-1)
+
+    def _pose_head(self, x: jax.Array) -> jax.Array:
+        """The official `final_layer`: a 1x1 conv with bias from the stride-4 branch to the joints."""
+        if not self.num_classes:
+            raise ValueError("a pose model needs num_classes (the joint count) > 0 (use features_only=True for features)")
+        x = nn.Conv(
+            self.num_classes,
+            (1, 1),
+            strides=(1, 1),
+            padding=((0, 0), (0, 0)),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=POSE_HEAD_INIT,
+            name="pose_head",
+        )(x)
+        return jnp.asarray(x, jnp.promote_types(self.dtype, jnp.float32))
 
     def _segmentation_head(self, x: jax.Array, conv_bn: ModuleDef, train: bool) -> jax.Array:
         """The official `last_layer`: 1x1 ConvBN (conv with bias) + ReLU, then a 1x1 conv to the classes."""

@@ -3,8 +3,9 @@
 `model.init` traces the whole forward pass and compiles one random-number kernel per parameter,
 which takes XLA on a CPU 30-60 s for an HRNet. `init_variables` takes the variable tree from a
 shape-only trace and fills every convolution and dense kernel from a single normal draw, scaled
-by the initializer the module declares (`CONV_INIT`, `DENSE_INIT`, `SEG_CLASSIFIER_INIT`); biases and BatchNorm start at
-0 (means, shifts) or 1 (scales, variances), as in `model.init`.
+by the initializer the module declares (`CONV_INIT`, `DENSE_INIT`, and for the output convolutions
+`HEAD_INITS`); biases and BatchNorm start at 0 (means, shifts) or 1 (scales, variances), as in
+`model.init`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_flax.models.hrnet import CONV_INIT, DENSE_INIT, SEG_CLASSIFIER_INIT
+from hrnet_flax.models.hrnet import CONV_INIT, DENSE_INIT, POSE_HEAD_INIT, SEG_CLASSIFIER_INIT
 from hrnet_flax.models.stacking import model_variables
 
 ONES = ("scale", "var")
+HEAD_INITS = {"seg_classifier": SEG_CLASSIFIER_INIT, "pose_head": POSE_HEAD_INIT}  # plain output convs
 
 
 def init_variables(model: Any, rng: jax.Array, image_shape: tuple[int, ...] = (1, 32, 32, 3)) -> dict:
@@ -32,8 +34,8 @@ def init_variables(model: Any, rng: jax.Array, image_shape: tuple[int, ...] = (1
         name = path[-1].key
         if name == "kernel":
             init = DENSE_INIT if leaf.ndim == 2 else CONV_INIT
-            if any(getattr(k, "key", None) == "seg_classifier" for k in path):
-                init = SEG_CLASSIFIER_INIT
+            for k in path:
+                init = HEAD_INITS.get(getattr(k, "key", None), init)
             stds.append(init.std(leaf.shape))
         else:
             stds.append(None)

@@ -3,7 +3,7 @@
 Canonical names (what converters, checkpoints and the plain model use) number repeated layers:
 `layer1_{k}`, `stage{s}_{m}`, `branch{b}_{k}`. The scanned model holds each run of identical
 layers as one `repeated` layer whose parameters carry a leading axis: `layer1/layer` (blocks 1..),
-`stage{s}/layer` (modules, for stages of more than one) and `branch{b}/layer` (blocks), nested
+`stage{s}/layer` (the modules of a stage alike in structure, where there are several) and `branch{b}/layer` (blocks), nested
 outer axis first, e.g. `stage3/layer/branch0/layer/conv1/conv/kernel` of shape (4, 4, 3, 3, 18, 18).
 """
 
@@ -24,14 +24,14 @@ STACKED = "layer"  # the child name `repeated` gives the layer it repeats
 def stack_variables(variables: Mapping) -> dict:
     """Canonical variables -> those of the same model built with `scan=True` (stacked runs)."""
     flat = flatten_dict(variables)
-    multi = {m.group(1) for path in flat for k in path if (m := re.fullmatch(r"stage(\d+)_([1-9]\d*)", k))}
+    stacked = _stacked_modules(flat)
     groups: dict[tuple, dict[tuple, Any]] = {}
     for path, leaf in flat.items():
         new, index = [], []
         for k in path:
             if (m := re.fullmatch(r"layer1_(\d+)", k)) and int(m.group(1)) > 0:
                 new, index = new + ["layer1", STACKED], index + [int(m.group(1)) - 1]
-            elif (m := re.fullmatch(r"stage(\d+)_(\d+)", k)) and m.group(1) in multi:
+            elif (m := re.fullmatch(r"stage(\d+)_(\d+)", k)) and k in stacked:
                 new, index = new + [f"stage{m.group(1)}", STACKED], index + [int(m.group(2))]
             elif m := re.fullmatch(r"branch(\d+)_(\d+)", k):
                 new, index = new + [f"branch{m.group(1)}", STACKED], index + [int(m.group(2))]
@@ -53,6 +53,23 @@ def stack_variables(variables: Mapping) -> dict:
         else:  # concrete arrays: numpy, so no small XLA program is compiled per leaf shape
             out[path] = jnp.asarray(np.stack([np.asarray(x) for x in leaves]).reshape(shape + np.shape(leaves[0])))
     return unflatten_dict(out)
+
+
+def _stacked_modules(flat: Mapping[tuple, Any]) -> set[str]:
+    """The `stage{s}_{m}` modules a scanned model holds stacked: in each stage, those with the
+    structure of its module 0, where there are at least two (the pose network's last module,
+    which fuses into one branch only, stays on its own)."""
+    structure: dict[str, set[tuple]] = {}
+    for path in flat:
+        for i, k in enumerate(path):
+            if re.fullmatch(r"stage\d+_\d+", k):
+                structure.setdefault(k, set()).add((path[:i], path[i + 1 :]))
+    out = set()
+    for stage in {k.rsplit("_", 1)[0] for k in structure}:
+        alike = [k for k in structure if k.rsplit("_", 1)[0] == stage and structure[k] == structure[f"{stage}_0"]]
+        if len(alike) > 1:
+            out.update(alike)
+    return out
 
 
 def unstack_variables(variables: Mapping) -> dict:

@@ -1,8 +1,9 @@
 """Reference state dicts <-> Flax variables, layout/arch detection, our own checkpoint format.
 
 All mappings come from `layouts.key_table`, so import and export share one table. Checkpoints are
-classifiers or HRNetV2 segmenters (official/mmsegmentation); a segmenter can also start from a
-classification checkpoint's backbone (`load_checkpoint_file(..., task="segmentation")`).
+classifiers, HRNetV2 segmenters (official/mmsegmentation) or top-down pose networks
+(official/mmpose); a segmenter or a pose network can also start from a classification
+checkpoint's backbone (`load_checkpoint_file(..., task="segmentation")` or `task="pose"`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hrnet_flax.models.config import ARCHS, HEADS, SEGMENTERS, HRNetConfig
+from hrnet_flax.models.config import ARCHS, HEADS, HRNetConfig
 from hrnet_flax.models.registry import canonical_name, create_model
 from hrnet_flax.models.stacking import model_variables, unstack_variables
 from hrnet_flax.weights.checkpoint_io import CheckpointError, read_any, write_safetensors
@@ -30,8 +31,12 @@ FORMAT_VERSION = "1"
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 # Keys that hold no weights: mmengine's input normalisation buffers.
 IGNORED_PREFIXES = ("data_preprocessor.",)
-# The segmentation head's top-level Flax modules.
-SEG_HEAD = ("seg_head", "seg_classifier")
+# Each head's top-level Flax modules, and the one that ends in the class (joint) count.
+HEAD_MODULES = {
+    "segmentation": ("seg_head", "seg_classifier"),
+    "pose": ("pose_head",),
+}
+OUTPUT_MODULE = {"classification": "classifier", "segmentation": "seg_classifier", "pose": "pose_head"}
 # Preferred name when several archs share a config (hrnet_w18_c == hrnet_w18_ssld).
 _ARCH_ORDER = sorted(ARCHS, key=lambda n: ("ssld" in n, n))
 
@@ -63,25 +68,33 @@ def ref_shape(leaf: Leaf) -> tuple[int, ...]:
 
 def strip_wrappers(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The state dict without what holds no weights of the network: `num_batches_tracked`
-    counters, mmengine's `data_preprocessor.*`, and, in files the official segmentation training
+    counters, mmengine's `data_preprocessor.*`; in files the official segmentation training
     saved (its `FullModel`: keys `model.*` plus the loss's `loss.*` class-weight buffer), the
-    `model.` prefix and the `loss.*` keys."""
+    `model.` prefix and the `loss.*` keys; the `module.` prefix of a `DataParallel` model (the
+    official pose training's `checkpoint.pth`); and mmpose 0.x's `keypoint_head.`, renamed
+    `head.` as mmpose 1.x's loading hook does."""
     out = {k: v for k, v in arrays.items() if not k.endswith(IGNORED_SUFFIXES) and not k.startswith(IGNORED_PREFIXES)}
     if any(k.startswith("model.") for k in out) and all(k.startswith(("model.", "loss.")) for k in out):
         out = {k[len("model.") :]: v for k, v in out.items() if k.startswith("model.")}
+    if out and all(k.startswith("module.") for k in out):
+        out = {k[len("module.") :]: v for k, v in out.items()}
+    if any(k.startswith("keypoint_head.") for k in out) and not any(k.startswith("head.") for k in out):
+        out = {("head." + k[len("keypoint_head.") :] if k.startswith("keypoint_head.") else k): v for k, v in out.items()}
     return out
 
 
 def detect_layout(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str], path: str) -> str:
-    """`flax` (ours), `timm` (also the official classification and segmentation files, bare or
-    `model.`-prefixed), `paddle`, `paddle2`, `mmpretrain` or `mmseg`, from the keys."""
+    """`flax` (ours), `timm` (also the official classification, segmentation and pose files, bare
+    or `model.`/`module.`-prefixed), `paddle`, `paddle2`, `mmpretrain`, `mmseg` or `mmpose`, from
+    the keys."""
     if metadata.get("format") == FORMAT or any(k.startswith(("params/", "batch_stats/")) for k in arrays):
         return "flax"
     arrays = strip_wrappers(arrays)
-    markers = {  # mmseg before mmpretrain: both have `backbone.conv1.weight`
+    markers = {  # mmseg and mmpose before mmpretrain: all have `backbone.conv1.weight`
         "paddle": "conv_layer1_1.conv.weight",
         "paddle2": "conv_layer1_1._conv.weight",
         "mmseg": "decode_head.conv_seg.weight",
+        "mmpose": "head.final_layer.weight",
         "mmpretrain": "backbone.conv1.weight",
         "timm": "conv1.weight",
     }
@@ -96,13 +109,13 @@ def detect_layout(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str],
         )
     raise CheckpointError(
         f"{path}: not an HRNet checkpoint in a known layout (PaddleClas, timm/official, mmpretrain, "
-        f"mmsegmentation, hrnet_flax); first keys: {keys[:5]}"
+        f"mmsegmentation, mmpose, hrnet_flax); first keys: {keys[:5]}"
     )
 
 
 def _num_classes(arrays: Mapping[str, np.ndarray], layout: str, head: str) -> int:
-    """The class count of the checkpoint's classifier (0 if it has none)."""
-    module = "seg_classifier" if head == "segmentation" else "classifier"
+    """The class (pose: joint) count of the checkpoint's output layer (0 if it has none)."""
+    module = OUTPUT_MODULE[head]
     try:
         key = reference_names((module,), layout)[0] + ".weight"
     except LayoutError:
@@ -131,16 +144,20 @@ def describe(arrays: Mapping[str, np.ndarray], layout: str) -> dict[str, Any]:
     first = key("stage2_0", "branch0_0", "conv1")
     if first not in arrays:
         raise CheckpointError(f"missing key {first!r}, which every HRNet checkpoint in the {layout} layout has")
-    segmentation = _has(arrays, layout, ("seg_head",)) or _has(arrays, layout, ("seg_classifier",))
+    head = "classification"
+    if _has(arrays, layout, ("seg_head",)) or _has(arrays, layout, ("seg_classifier",)):
+        head = "segmentation"
+    elif _has(arrays, layout, ("pose_head",)):
+        head = "pose"
     feats = {
-        "head": "segmentation" if segmentation else "classification",
+        "head": head,
         "stage1_blocks": count(lambda k: (f"layer1_{k}", "conv1")),
         "modules": tuple(count(lambda m, s=s: (f"stage{s}_{m}", "branch0_0", "conv1")) for s in (2, 3, 4)),
         "blocks": count(lambda k: ("stage2_0", f"branch0_{k}", "conv1")),
         "width": int(arrays[first].shape[0]),
         "se": _has(arrays, layout, ("layer1_0", "se", "squeeze")),
     }
-    if not segmentation:
+    if head == "classification":
         feats["head_conv_bias"] = _has(arrays, layout, ("final",), ".bias")
     return feats
 
@@ -183,10 +200,16 @@ def split_config(config: HRNetConfig) -> tuple[str, dict[str, Any]]:
     raise ValueError(f"no registered HRNet variant has this structure: {config}")
 
 
+def variant_for(config: HRNetConfig, head: str) -> str | None:
+    """The `head` variant ("segmentation", "pose", ...) with the backbone of `config` (None: there
+    is none, e.g. for SE blocks)."""
+    feats = backbone_features(config)
+    return next((n for n in _ARCH_ORDER if ARCHS[n].head == head and backbone_features(ARCHS[n]) == feats), None)
+
+
 def segmenter_for(config: HRNetConfig) -> str | None:
     """The segmentation variant with the backbone of `config` (None: there is none, e.g. SE blocks)."""
-    feats = backbone_features(config)
-    return next((n for n in sorted(SEGMENTERS) if backbone_features(SEGMENTERS[n]) == feats), None)
+    return variant_for(config, "segmentation")
 
 
 def detect_arch(arrays: Mapping[str, np.ndarray], layout: str, path: str) -> str:
@@ -253,10 +276,11 @@ def load_checkpoint_file(
 ):
     """`(model, variables)` from a local checkpoint file of any supported layout.
 
-    `task` ("classification" or "segmentation"; default: the checkpoint's, or `arch`'s) chooses
-    the model. A segmenter from a classification checkpoint (`task="segmentation"`, or a
-    segmentation `arch`) takes its backbone and gets a new head for `num_classes` classes (which
-    must be given). `model_kwargs` go to `create_model` (e.g. `align_corners=True`, `dtype`);
+    `task` ("classification", "segmentation" or "pose"; default: the checkpoint's, or `arch`'s)
+    chooses the model. A segmenter or pose network from a classification checkpoint
+    (`task="segmentation"`/`"pose"`, or such an `arch`) takes its backbone and gets a new head for
+    `num_classes` classes or joints (which must be given). A `num_classes` that differs from the
+    checkpoint's re-initialises the output layer, with a warning. `model_kwargs` go to `create_model` (e.g. `align_corners=True`, `dtype`);
     our own files' recorded config settings apply unless overridden there.
     """
     path = str(path)
@@ -283,12 +307,12 @@ def load_checkpoint_file(
             found = None  # validate against the requested arch: the error lists keys and shapes
         found_classes = _num_classes(arrays, layout, ARCHS[found or wanted].head)
     found_task = ARCHS[found].head if found is not None else None
-    if task == "segmentation" and found_task == "classification":
-        return _segmenter_from_classifier(arrays, layout, path, found, found_classes, wanted, num_classes, model_kwargs)
-    if task == "classification" and found_task == "segmentation":
+    if task in HEAD_MODULES and found_task == "classification":
+        return _dense_from_classifier(arrays, layout, path, found, found_classes, wanted, task, num_classes, model_kwargs)
+    if task is not None and found_task is not None and task != found_task:
         raise CheckpointError(
-            f"{path}: a segmentation checkpoint ({found}, {found_classes} classes) cannot be loaded as a "
-            "classifier; load it as a segmentation model (no task/arch, or task='segmentation')"
+            f"{path}: a {found_task} checkpoint ({found}, {found_classes} {_outputs(found_task)}) cannot be "
+            f"loaded as a {task} model; load it as a {found_task} model (no task/arch, or task={found_task!r})"
         )
     arch = wanted or found
     hint = ""
@@ -300,11 +324,12 @@ def load_checkpoint_file(
         raise CheckpointError(f"{path}: checkpoint is {found}, not {arch}")
     if num_classes is None:
         num_classes = found_classes
-    if ARCHS[arch].head == "segmentation" and num_classes <= 0:
-        raise CheckpointError(f"{path}: a segmentation model needs num_classes > 0 (got {num_classes})")
+    head = ARCHS[arch].head
+    if head in HEAD_MODULES and num_classes <= 0:
+        raise CheckpointError(f"{path}: a {head} model needs num_classes > 0 (got {num_classes})")
     if num_classes != found_classes:
-        if ARCHS[arch].head == "segmentation":
-            _reset_segmentation_classifier(variables, arch, num_classes, path, found_classes)
+        if head in HEAD_MODULES:
+            _reset_output(variables, arch, num_classes, path, found_classes)
         else:
             _reset_classifier(variables, ARCHS[arch].num_features, num_classes, path, found_classes)
     return _build(arch, num_classes, variables, model_kwargs)
@@ -330,10 +355,14 @@ def _build(arch: str, num_classes: int, variables: dict, model_kwargs: Mapping[s
     return model, variables
 
 
+def _outputs(head: str) -> str:
+    return "joints" if head == "pose" else "classes"
+
+
 def _fresh_head(arch: str, num_classes: int, parts: tuple[str, ...]) -> dict:
-    """`{collection: {part: ...}}` for the segmentation-head `parts`, initialised as a new model's
-    (`init_variables`: He normal `seg_head` conv, normal(0, 0.01) `seg_classifier`, zero biases,
-    BatchNorm scale 1, shift 0, mean 0, variance 1)."""
+    """`{collection: {part: ...}}` for the dense-head `parts`, initialised as a new model's
+    (`init_variables`: He normal `seg_head` conv, normal(0, 0.01) `seg_classifier`, normal(0, 0.001)
+    `pose_head`, zero biases, BatchNorm scale 1, shift 0, mean 0, variance 1)."""
     import jax
 
     from hrnet_flax.models.initialization import init_variables
@@ -347,59 +376,77 @@ def _fresh_head(arch: str, num_classes: int, parts: tuple[str, ...]) -> dict:
     }
 
 
-def _segmenter_from_classifier(
+def _dense_from_classifier(
     arrays: Mapping[str, np.ndarray],
     layout: str,
     path: str,
     found: str,
     found_classes: int,
     wanted: str | None,
+    task: str,
     num_classes: int | None,
     model_kwargs: Mapping[str, Any],
 ):
-    """A segmenter with the backbone of classification checkpoint `arrays` (of `found`) and a new head."""
-    arch = wanted or segmenter_for(ARCHS[found])
+    """A segmenter or pose network (`task`) with the backbone of classification checkpoint
+    `arrays` (of `found`) and a new head. Classifier tensors the new model lacks are dropped: the
+    classification head, and for a pose network the last module's fusions into branches 1-3."""
+    arch = wanted or variant_for(ARCHS[found], task)
     if arch is None:
         raise CheckpointError(
-            f"{path}: the checkpoint is {found}, whose backbone has no segmentation variant "
+            f"{path}: the checkpoint is {found}, whose backbone has no {task} variant "
             "(SE blocks exist only in the PaddleClas classifiers)"
         )
     if backbone_features(ARCHS[arch]) != backbone_features(ARCHS[found]):
         raise CheckpointError(f"{path}: the checkpoint's backbone is {found}'s, which {arch} does not have")
     if not num_classes:
+        example = "17 for COCO keypoints" if task == "pose" else "19 for Cityscapes"
         raise CheckpointError(
-            f"{path}: is a classification checkpoint ({found}); a segmentation model from it gets a new head, "
-            f"so give its class count (num_classes=..., e.g. 19 for Cityscapes)"
+            f"{path}: is a classification checkpoint ({found}); a {task} model from it gets a new head, "
+            f"so give its {_outputs(task)[:-1]} count (num_classes=..., e.g. {example})"
         )
     table = _table(ARCHS[found], found_classes, layout, path, found)
     variables = to_variables(arrays, table, path)
     target = key_table(ARCHS[arch], num_classes, "flax")
-    modules = {leaf.path[0] for leaf in target}  # the segmenter's top-level modules
-    used = [leaf for leaf in table if leaf.path[0] in modules]
-    dropped = [leaf for leaf in table if leaf.path[0] not in modules]
-    for collection in ("params", "batch_stats"):
-        node = variables.get(collection, {})
-        for part in [p for p in node if p not in modules]:
-            node.pop(part)
-    for collection, parts in _fresh_head(arch, num_classes, SEG_HEAD).items():
-        variables.setdefault(collection, {}).update(parts)
-    new = [leaf.flax_key for leaf in target if leaf.path[0] in SEG_HEAD]
-    groups = sorted({leaf.path[0] if layout == "flax" else leaf.key.split(".")[0] for leaf in dropped})
+    wanted_keys = {leaf.flax_key for leaf in target}
+    used = [leaf for leaf in table if leaf.flax_key in wanted_keys]
+    dropped = [leaf for leaf in table if leaf.flax_key not in wanted_keys]
+    kept: dict = {}
+    for leaf in used:
+        node = variables[leaf.collection]
+        for part in leaf.path:
+            node = node[part]
+        _put(kept, leaf, node)
+    for collection, parts in _fresh_head(arch, num_classes, HEAD_MODULES[task]).items():
+        kept.setdefault(collection, {}).update(parts)
+    new = [leaf.flax_key for leaf in target if leaf.path[0] in HEAD_MODULES[task]]
+    groups = sorted({_group(leaf, layout) for leaf in dropped})
     msg = (
         f"{path}: {arch} from the {found} classification checkpoint: {len(used)} backbone tensors loaded; "
-        f"{len(new)} new, initialised ({', '.join(new)}); {len(dropped)} classification-head tensors dropped "
-        f"({', '.join(groups)})"
+        f"{len(new)} new, initialised ({', '.join(new)}); {len(dropped)} tensors the {task} model does not "
+        f"have dropped ({', '.join(groups)})"
     )
     log.info("%s: dropped keys: %s", path, ", ".join(leaf.key for leaf in dropped))
     log.warning(msg)
     warnings.warn(msg, stacklevel=4)
-    return _build(arch, num_classes, variables, model_kwargs)
+    return _build(arch, num_classes, kept, model_kwargs)
 
 
-def _reset_segmentation_classifier(variables: dict, arch: str, num_classes: int, path: str, old: int) -> None:
-    head = _fresh_head(arch, num_classes, ("seg_classifier",))
-    variables["params"]["seg_classifier"] = head["params"]["seg_classifier"]
-    msg = f"{path}: checkpoint has {old} classes; re-initialised the segmentation classifier for {num_classes} classes"
+def _group(leaf: Leaf, layout: str) -> str:
+    """A short name for the part of the network `leaf` belongs to, for messages: its top module,
+    or for a fuse layer the module's fusions into one branch (`stage4.2.fuse_layers.1`)."""
+    if layout == "flax":
+        return "/".join(leaf.path[:2]) if len(leaf.path) > 1 and leaf.path[1].startswith("fuse") else leaf.path[0]
+    i = leaf.key.find(".fuse_layers.")
+    return leaf.key[: leaf.key.index(".", i + len(".fuse_layers."))] if i >= 0 else leaf.key.split(".")[0]
+
+
+def _reset_output(variables: dict, arch: str, num_classes: int, path: str, old: int) -> None:
+    """A new output layer (`seg_classifier`, `pose_head`) for `num_classes` classes or joints."""
+    head = ARCHS[arch].head
+    module = OUTPUT_MODULE[head]
+    variables["params"][module] = _fresh_head(arch, num_classes, (module,))["params"][module]
+    what = _outputs(head)
+    msg = f"{path}: checkpoint has {old} {what}; re-initialised {module} for {num_classes} {what}"
     log.warning(msg)
     warnings.warn(msg, stacklevel=4)
 
@@ -461,10 +508,12 @@ def _table_values(variables: Mapping, table: list[Leaf], arch: str) -> dict[str,
 
 
 def variables_num_classes(variables: Mapping) -> int:
-    """The class count of the variables' classifier (`classifier` or `seg_classifier`; 0: none)."""
+    """The class (joint) count of the variables' output layer (`classifier`, `seg_classifier` or
+    `pose_head`; 0: none)."""
     params = variables["params"]
-    if "seg_classifier" in params:
-        return int(np.shape(params["seg_classifier"]["kernel"])[-1])
+    for module in ("seg_classifier", "pose_head"):
+        if module in params:
+            return int(np.shape(params[module]["kernel"])[-1])
     cls = params.get("classifier")
     return int(np.shape(cls["kernel"])[1]) if cls is not None else 0
 
@@ -472,7 +521,7 @@ def variables_num_classes(variables: Mapping) -> int:
 def from_variables(variables: Mapping, arch: str, layout: str = "timm") -> dict[str, np.ndarray]:
     """A reference state dict (numpy) from our variables; torch layouts get `num_batches_tracked`.
 
-    A segmentation arch in the `timm` layout gives the official segmentation keys. A conv bias the
+    A segmentation or pose arch in the `timm` layout gives the official segmentation or pose keys. A conv bias the
     layout lacks (`mmseg`'s `decode_head.convs.0.conv`) is folded into its BatchNorm's running mean.
     """
     config = ARCHS[canonical_name(arch)]

@@ -11,9 +11,11 @@ inside a block); each layout is a function from a `Site` to its names. Layouts: 
 official Microsoft repos: the classification keys, and the segmentation ones, whose backbone keys
 are the same and whose head is `last_layer.{0,1,3}`), `paddle` (PaddleClas legendary models),
 `paddle2` (PaddleClas 2.0 dygraph names: `_conv`, `_batch_norm`, `la1.bb_layer2_1`, `out`),
-`mmpretrain` (backbone under `backbone.`, HRFuseScales neck, `head.fc`) and `mmseg`
+`mmpretrain` (backbone under `backbone.`, HRFuseScales neck, `head.fc`), `mmseg`
 (mmsegmentation's FCN-HRNet: backbone under `backbone.`, `decode_head.convs.0` without a conv bias,
-`decode_head.conv_seg`).
+`decode_head.conv_seg`) and `mmpose` (mmpose's top-down heatmap HRNet: backbone under `backbone.`,
+`head.final_layer`). The official pose code's keys are the `timm` layout's backbone and
+`final_layer` (a plain conv).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import re
 
 from hrnet_flax.models.config import HRNetConfig
 
-LAYOUTS = ("timm", "paddle", "paddle2", "mmpretrain", "mmseg")
+LAYOUTS = ("timm", "paddle", "paddle2", "mmpretrain", "mmseg", "mmpose")
+PLAIN_CONVS = ("classifier", "seg_classifier", "pose_head")  # parts without a BatchNorm
 
 
 class LayoutError(ValueError):
@@ -34,7 +37,7 @@ class LayoutError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Module:
     path: tuple[str, ...]
-    kind: str  # "convbn", "dense" or "conv" (a plain convolution, no BatchNorm: `seg_classifier`)
+    kind: str  # "convbn", "dense" or "conv" (a plain convolution, no BatchNorm: `seg_classifier`, `pose_head`)
     cin: int
     cout: int
     k: int = 1
@@ -109,7 +112,8 @@ class Site:
     part / index: `stem` (n,) for conv1/conv2 (n = 1, 2); `layer1` (k,); `transition` (t, b);
     `branch` (s, m, b, k); `fuse` (s, m, i, j, k) with k = -1 for an upsampling fuse (j > i);
     `incre` (i,); `downsamp` (i,); `final` (); `classifier` (); the segmentation head's
-    `seg_head` () (ConvBN, conv with bias) and `seg_classifier` () (a plain 1x1 conv).
+    `seg_head` () (ConvBN, conv with bias) and `seg_classifier` () (a plain 1x1 conv); the pose
+    head's `pose_head` () (a plain 1x1 conv with bias).
     """
 
     part: str
@@ -127,6 +131,7 @@ _PATTERNS = (
     ("classifier", r"classifier"),
     ("seg_head", r"seg_head"),
     ("seg_classifier", r"seg_classifier"),
+    ("pose_head", r"pose_head"),
 )
 
 
@@ -177,6 +182,9 @@ TIMM = {
     # the official segmentation `last_layer`: [0] conv with bias, [1] BN, [2] ReLU, [3] classifier conv
     "seg_head": lambda: "last_layer",
     "seg_classifier": lambda: "last_layer.3",
+    # the official pose network's `final_layer`: one 1x1 conv with bias (the classifier's
+    # `final_layer` is a ConvBN, `final_layer.0/.1`: the two never meet in one model)
+    "pose_head": lambda: "final_layer",
 }
 BACKBONE_PARTS = ("stem", "layer1", "transition", "branch", "fuse")
 _MM_BACKBONE = {part: (lambda name: lambda *ix: f"backbone.{name(*ix)}")(TIMM[part]) for part in BACKBONE_PARTS}
@@ -191,6 +199,10 @@ MMSEG = {  # the timm backbone under `backbone.`, an FCNHead (one ConvModule, `c
     **_MM_BACKBONE,
     "seg_head": lambda: "decode_head.convs.0",
     "seg_classifier": lambda: "decode_head.conv_seg",
+}
+MMPOSE = {  # the timm backbone under `backbone.`, a HeatmapHead without deconvolutions
+    **_MM_BACKBONE,
+    "pose_head": lambda: "head.final_layer",
 }
 # (layout, part) pairs whose ConvBN conv has a bias in our model but none in the layout: mmcv's
 # ConvModule drops the bias of a conv followed by a norm layer (`bias="auto"`).
@@ -242,7 +254,7 @@ def _torch_names(layout: str, prefixes: dict, conv_modules: tuple[str, ...], at:
     A ConvBN is a Sequential (`.0`, `.1`), or in the parts `conv_modules` an mmcv ConvModule
     (`.conv`, `.bn`); the stem's are `conv{n}`/`bn{n}` side by side."""
     p = _prefix(layout, prefixes, at)
-    if at.part in ("classifier", "seg_classifier"):
+    if at.part in PLAIN_CONVS:
         return p, ""
     if at.part == "stem":
         n = at.index[0]
@@ -277,6 +289,7 @@ _NAMERS = {
     "paddle2": functools.partial(_paddle_names, "paddle2", PADDLE2, ("squeeze", "excitation"), "_conv", "_batch_norm"),
     "mmpretrain": functools.partial(_torch_names, "mmpretrain", MMPRETRAIN, ("downsamp", "final")),
     "mmseg": functools.partial(_torch_names, "mmseg", MMSEG, ("seg_head",)),
+    "mmpose": functools.partial(_torch_names, "mmpose", MMPOSE, ()),
 }
 
 

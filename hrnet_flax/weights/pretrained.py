@@ -15,6 +15,11 @@ Segmentation (HRNetV2, `hrnetv2_w*_seg`): `*.official_<dataset>` are the officia
 HRNet-Semantic-Segmentation (HRNet-OCR branch) release files of plain HRNetV2-W48, `*.mmseg_<dataset>`
 mmsegmentation's FCN-HRNet files. Both output stride-4 logits; the official code resizes them to the
 label size bilinearly with the same `align_corners` flag as its model, which the entry records.
+
+Pose (`pose_hrnet_w*`): `*.mmpose_coco_<H>x<W>` are mmpose's top-down heatmap HRNet COCO files
+(`*.mmpose_udp_coco_*` with the UDP codec; `*.mmpose0_coco_*` an mmpose 0.x file). The official
+deep-high-resolution-net weights sit behind Google Drive/OneDrive folders: download one and pass
+its path (`load_pretrained("pose_hrnet_w32_256x192.pth")`), bare or `module.`-prefixed keys.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ PADDLE_BASE = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/legenda
 TIMM_BASE = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
 OFFICIAL_SEG_BASE = "https://github.com/hsfzxjy/models.storage/releases/download/HRNet-OCR/"
 MMSEG_BASE = "https://download.openmmlab.com/mmsegmentation/v0.5/hrnet/"
+MMPOSE_BASE = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco/"
+MMPOSE0_BASE = "https://download.openmmlab.com/mmpose/top_down/hrnet/"
+COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -67,13 +75,47 @@ class SegmentationSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PoseSpec:
+    """How a top-down pose checkpoint was trained and evaluated, as its authors report.
+
+    `ap` (%) is COCO val2017 keypoint AP with a person detector's boxes (56 AP) and flip testing
+    (the flipped image's heatmaps flipped back, `shift_heatmap`: moved 1 px right, averaged).
+    Crops are `input_size` (H, W); heatmaps a quarter of it, encoded by `codec` ("msra" or "udp")
+    with Gaussians of `sigma` heatmap pixels. Images are RGB, normalised as (x - mean) / std with x in
+    [0, `pixel_max`].
+    """
+
+    input_size: tuple[int, int]
+    codec: str
+    sigma: float
+    ap: float
+    flip_test: bool = True
+    shift_heatmap: bool = True
+    flip_pairs: tuple[tuple[int, int], ...] = COCO_FLIP_PAIRS
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    pixel_max: float = 1.0
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        return (self.input_size[0] // 4, self.input_size[1] // 4)
+
+    def normalization(self, pixel_max: float = 255.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) for images with values in [0, `pixel_max`]."""
+        factor = pixel_max / self.pixel_max
+        return tuple(m * factor for m in self.mean), tuple(s * factor for s in self.std)
+
+
+@dataclasses.dataclass(frozen=True)
 class PretrainedWeight:
     """One published checkpoint.
 
     Classification (`task`): `top1`/`top5` are the reported ImageNet-1k val accuracies (%) under
     `eval`; `test_eval`/`test_top1` is a second reported setting (timm SSLD at 288).
     Segmentation: `segmentation` holds the reported mIoU and the training/evaluation settings,
-    `model_kwargs` the `create_model` settings the weights need (e.g. `align_corners`).
+    `model_kwargs` the `create_model` settings the weights need (e.g. `align_corners`). Pose:
+    `pose` holds the reported AP, the crop size, the heatmap codec and the flip test;
+    `num_classes` is the joint count.
     """
 
     name: str
@@ -82,7 +124,7 @@ class PretrainedWeight:
     top1: float | None
     top5: float | None
     eval: EvalSpec | None
-    layout: str  # "paddle", "timm" (timm/official state dict) or "mmseg"
+    layout: str  # "paddle", "timm" (timm/official state dict), "mmseg" or "mmpose"
     source: str  # who published it
     test_eval: EvalSpec | None = None
     test_top1: float | None = None
@@ -90,6 +132,7 @@ class PretrainedWeight:
     dataset: str = "imagenet-1k"
     num_classes: int = 1000
     segmentation: SegmentationSpec | None = None
+    pose: PoseSpec | None = None
     model_kwargs: tuple[tuple[str, Any], ...] = ()  # (field, value) pairs; see `overrides`
 
     @property
@@ -213,6 +256,46 @@ def _segmentation() -> list[PretrainedWeight]:
     ]
 
 
+def _mmpose(arch: str, tag: str, url: str, layout_note: str, **spec: Any) -> PretrainedWeight:
+    """An mmpose top-down heatmap HRNet COCO file (`backbone.` + `head.final_layer`, or 0.x's
+    `keypoint_head.final_layer`), with mmpose's input normalisation of 0-255 RGB."""
+    return PretrainedWeight(
+        f"{arch}.{tag}",
+        arch,
+        url,
+        None,
+        None,
+        None,
+        "mmpose",
+        layout_note,
+        task="pose",
+        dataset="coco",
+        num_classes=17,
+        pose=PoseSpec(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), pixel_max=255.0, **spec),
+    )
+
+
+def _pose() -> list[PretrainedWeight]:
+    v1 = "mmpose"
+    return [
+        _mmpose("pose_hrnet_w32", "mmpose_coco_256x192",
+                MMPOSE_BASE + "td-hm_hrnet-w32_8xb64-210e_coco-256x192-81c58e40_20220909.pth", v1,
+                input_size=(256, 192), codec="msra", sigma=2.0, ap=74.9),
+        _mmpose("pose_hrnet_w48", "mmpose_coco_256x192",
+                MMPOSE_BASE + "td-hm_hrnet-w48_8xb32-210e_coco-256x192-0e67c616_20220913.pth", v1,
+                input_size=(256, 192), codec="msra", sigma=2.0, ap=75.6),
+        _mmpose("pose_hrnet_w48", "mmpose_coco_384x288",
+                MMPOSE_BASE + "td-hm_hrnet-w48_8xb32-210e_coco-384x288-c161b7de_20220915.pth", v1,
+                input_size=(384, 288), codec="msra", sigma=3.0, ap=76.7),
+        _mmpose("pose_hrnet_w32", "mmpose_udp_coco_256x192",
+                MMPOSE_BASE + "td-hm_hrnet-w32_udp-8xb64-210e_coco-256x192-73ede547_20220914.pth", v1,
+                input_size=(256, 192), codec="udp", sigma=2.0, ap=76.2, shift_heatmap=False),
+        _mmpose("pose_hrnet_w32", "mmpose0_coco_256x192",
+                MMPOSE0_BASE + "hrnet_w32_coco_256x192-c78dce93_20200708.pth", "mmpose 0.x",
+                input_size=(256, 192), codec="msra", sigma=2.0, ap=74.6),
+    ]
+
+
 def _build() -> dict[str, PretrainedWeight]:
     weights = [
         *(
@@ -240,6 +323,7 @@ def _build() -> dict[str, PretrainedWeight]:
             for w, top1, test_top1 in ((18, 81.11, 82.05), (48, 83.66, 84.48))
         ),
         *_segmentation(),
+        *_pose(),
     ]
     return {w.name: w for w in weights}
 
@@ -249,7 +333,7 @@ PRETRAINED: dict[str, PretrainedWeight] = _build()
 
 def list_pretrained(pattern: str = "*", task: str | None = "classification") -> list[str]:
     """Registered weight names, optionally filtered by an fnmatch pattern, of one `task`
-    ("classification", the default, or "segmentation"; None: all)."""
+    ("classification", the default, "segmentation" or "pose"; None: all)."""
     import fnmatch
 
     if task is not None and task not in HEADS:
@@ -297,7 +381,9 @@ def load_pretrained(
     With `num_classes` different from the checkpoint's, the classifier is re-initialised
     (a warning names both counts); `num_classes=0` drops a classifier's. `task="segmentation"`
     (or a segmentation `arch`, e.g. `hrnetv2_w48_seg`) with a classification checkpoint gives
-    the HRNetV2 segmenter on its backbone with a new head for `num_classes` classes (required).
+    the HRNetV2 segmenter on its backbone with a new head for `num_classes` classes (required);
+    `task="pose"` (or a pose `arch`, e.g. `pose_hrnet_w32`) the pose network with a new head for
+    `num_classes` joints.
     `model_kwargs` go to `create_model` (e.g. `dtype`, `axis_name`, or a config field such as
     `align_corners=True`); a registered segmentation weight's own settings apply unless given.
     """

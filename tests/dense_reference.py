@@ -1,4 +1,5 @@
-"""A PyTorch HRNetV2 segmenter as the reference implementations build it, for parity tests.
+"""PyTorch HRNetV2 segmenters and HRNet pose networks as the reference implementations build
+them, for parity tests.
 
 `OfficialSegHRNet` follows HRNet-Semantic-Segmentation's `seg_hrnet.py` `HighResolutionNet`: stem,
 `layer1`, `transition{1,2,3}`, `stage{2,3,4}` of `HighResolutionModule`s whose coarse-to-fine fuse
@@ -11,7 +12,13 @@ with bias). Its state dict has exactly the official keys.
 (conv, BN, Upsample(2^k, bilinear, align_corners=False)) then a resize to the exact size), and an
 FCNHead: `decode_head.convs.0` (ConvModule: conv WITHOUT bias, `bn`, ReLU) and `decode_head.conv_seg`.
 
-Both are built from an `HRNetConfig`, so the small v1/v2 and the wide variants all work.
+`OfficialPoseHRNet` follows deep-high-resolution-net's `pose_hrnet.py` `PoseHighResolutionNet`:
+the same backbone with nearest-neighbour fuse layers (conv, BN, Upsample(2^k, nearest)), the last
+module of stage 4 built with `multi_scale_output=False` (fuse layers into branch 0 only), and
+`final_layer`, a 1x1 conv with bias on branch 0. `MMPoseHRNet` is mmpose's TopdownPoseEstimator:
+that backbone under `backbone.` and a HeatmapHead without deconvolutions (`head.final_layer`).
+
+All are built from an `HRNetConfig`, so the small v1/v2 and the wide variants all work.
 `calibrate` makes random weights behave like trained ones (see there).
 """
 
@@ -78,26 +85,32 @@ def _blocks(block: str, cin: int, planes: int, count: int) -> nn.Sequential:
 
 
 class HighResolutionModule(nn.Module):
-    """Branches, then fusion: j > i is (1x1 conv, BN[, Upsample]) and a bilinear resize in `forward`;
-    j < i a chain of stride-2 3x3 (conv, BN[, ReLU]); `mmseg` adds mmseg's scale-factor Upsample."""
+    """Branches, then fusion: j > i is (1x1 conv, BN[, Upsample]) and, for the segmentation code, a
+    bilinear resize in `forward`; j < i a chain of stride-2 3x3 (conv, BN[, ReLU]). `fuse`:
+    "official_seg" (bilinear resize to the exact size), "mmseg" (adds mmseg's scale-factor
+    bilinear Upsample before it) or "pose" (a nearest Upsample(2^k), no resize). Without
+    `multi_scale_output` only branch 0 is fused and returned."""
 
-    def __init__(self, block: str, num_blocks, planes, align_corners: bool, mmseg: bool):
+    def __init__(self, block: str, num_blocks, planes, align_corners: bool, fuse: str, multi_scale_output: bool = True):
         super().__init__()
         widths = [p * EXPANSION[block] for p in planes]
         self.align_corners = align_corners
+        self.resize = fuse != "pose"
         self.branches = nn.ModuleList(_blocks(block, w, p, n) for w, p, n in zip(widths, planes, num_blocks))
         n = len(widths)
         self.fuse_layers = None
         if n == 1:
             return
-        fuse = []
-        for i in range(n):
+        rows = []
+        for i in range(n if multi_scale_output else 1):
             row = []
             for j in range(n):
                 if j > i:
                     layers = [nn.Conv2d(widths[j], widths[i], 1, bias=False), _bn(widths[i])]
-                    if mmseg:
+                    if fuse == "mmseg":
                         layers.append(nn.Upsample(scale_factor=2 ** (j - i), mode="bilinear", align_corners=False))
+                    elif fuse == "pose":
+                        layers.append(nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"))
                     row.append(nn.Sequential(*layers))
                 elif j == i:
                     row.append(None)
@@ -109,8 +122,8 @@ class HighResolutionModule(nn.Module):
                         layers = [nn.Conv2d(widths[j], cout, 3, 2, 1, bias=False), _bn(cout)]
                         chain.append(nn.Sequential(*layers) if last else nn.Sequential(*layers, nn.ReLU()))
                     row.append(nn.Sequential(*chain))
-            fuse.append(nn.ModuleList(row))
-        self.fuse_layers = nn.ModuleList(fuse)
+            rows.append(nn.ModuleList(row))
+        self.fuse_layers = nn.ModuleList(rows)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
@@ -120,7 +133,9 @@ class HighResolutionModule(nn.Module):
         for i, row in enumerate(self.fuse_layers):
             y = xs[i]
             for j, layer in enumerate(row):
-                if j > i:
+                if j > i and not self.resize:
+                    y = y + layer(xs[j])
+                elif j > i:
                     size = xs[i].shape[-2:]
                     y = y + F.interpolate(layer(xs[j]), size=size, mode="bilinear", align_corners=self.align_corners)
                 elif j < i:
@@ -130,9 +145,10 @@ class HighResolutionModule(nn.Module):
 
 
 class HRNetBackbone(nn.Module):
-    """The segmentation backbone (official key names): returns the four branches' outputs."""
+    """The segmentation or pose backbone (official key names): returns the branches' outputs (the
+    four, or for "pose" branch 0 alone). `fuse` as in `HighResolutionModule`."""
 
-    def __init__(self, config: HRNetConfig, align_corners: bool, mmseg: bool = False):
+    def __init__(self, config: HRNetConfig, align_corners: bool = False, fuse: str = "official_seg"):
         super().__init__()
         stem = config.stem_width
         self.conv1 = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
@@ -154,9 +170,13 @@ class HRNetBackbone(nn.Module):
                 else:
                     transition.append(None)
             setattr(self, f"transition{s - 1}", nn.ModuleList(transition))
+            last = len(config.stages)
             modules = [
-                HighResolutionModule(stage.block, stage.num_blocks, stage.num_channels, align_corners, mmseg)
-                for _ in range(stage.num_modules)
+                HighResolutionModule(
+                    stage.block, stage.num_blocks, stage.num_channels, align_corners, fuse,
+                    multi_scale_output=not (fuse == "pose" and s == last and m == stage.num_modules - 1),
+                )
+                for m in range(stage.num_modules)
             ]
             setattr(self, f"stage{s}", nn.Sequential(*modules))
             previous = list(stage.out_channels)
@@ -227,11 +247,45 @@ class MMSegHRNet(nn.Module):
 
     def __init__(self, config: HRNetConfig, num_classes: int):
         super().__init__()
-        self.backbone = HRNetBackbone(config, align_corners=False, mmseg=True)
+        self.backbone = HRNetBackbone(config, align_corners=False, fuse="mmseg")
         self.decode_head = FCNHead(sum(config.stages[-1].out_channels), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode_head(self.backbone(x))
+
+
+class OfficialPoseHRNet(HRNetBackbone):
+    """deep-high-resolution-net's `PoseHighResolutionNet`: heatmaps (N, K, H/4, W/4)."""
+
+    def __init__(self, config: HRNetConfig, num_joints: int):
+        super().__init__(config, fuse="pose")
+        self.final_layer = nn.Conv2d(config.stages[-1].out_channels[0], num_joints, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_layer(super().forward(x)[0])
+
+
+class HeatmapHead(nn.Module):
+    """mmpose's HeatmapHead with no deconvolution layers: `final_layer` on the first feature map."""
+
+    def __init__(self, channels: int, num_joints: int):
+        super().__init__()
+        self.final_layer = nn.Conv2d(channels, num_joints, 1)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return self.final_layer(xs[0])
+
+
+class MMPoseHRNet(nn.Module):
+    """mmpose's TopdownPoseEstimator(HRNet, HeatmapHead): heatmaps (N, K, H/4, W/4)."""
+
+    def __init__(self, config: HRNetConfig, num_joints: int):
+        super().__init__()
+        self.backbone = HRNetBackbone(config, fuse="pose")
+        self.head = HeatmapHead(config.stages[-1].out_channels[0], num_joints)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
 
 
 def calibrate(model: nn.Module, shape: tuple[int, ...], batches: int = 4, seed: int = 0) -> nn.Module:
