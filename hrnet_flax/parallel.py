@@ -76,6 +76,28 @@ def process_sum(totals: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def process_concat(rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-example host arrays of all processes, concatenated in process order (integers exchanged
+    as int32, floats as float32: what the devices computed them in)."""
+    if jax.process_count() == 1:
+        return dict(rows)
+    from jax.experimental import multihost_utils
+
+    wait_for_all_processes("concatenated")
+    n = len(next(iter(rows.values())))
+    counts = np.asarray(multihost_utils.process_allgather(np.int32(n))).reshape(-1)
+    most = int(counts.max())
+    out = {}
+    for key, value in rows.items():
+        value = np.asarray(value)
+        dtype = np.int32 if np.issubdtype(value.dtype, np.integer) else np.float32
+        padded = np.zeros((most, *value.shape[1:]), dtype)
+        padded[:n] = value
+        gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(counts), most, *value.shape[1:])
+        out[key] = np.concatenate([gathered[p, :c] for p, c in enumerate(counts)])
+    return out
+
+
 def compile_for_all_processes(fn: Callable, *args) -> Callable:
     """`fn` (jitted) compiled ahead of time for `args`, returned once every process has compiled it.
 

@@ -285,7 +285,7 @@ class SquaredError(Classification):
         loss = (error * mask).sum() / jnp.maximum(mask.sum(), 1.0)
         return loss, {"squared_error": loss}
 
-    def summarize(self, sums):
+    def summarize(self, sums, context=None):
         return {**super().summarize(sums), "scored": int(sums["count"])}
 
     def describe(self, metrics):

@@ -1,6 +1,7 @@
 """Input pipelines: image sources, preprocessing, batches for training and exact evaluation
-(classification: `pipeline`; segmentation: `segmentation`), and the embedded demo data (`digits`,
-`canvases`). Every pipeline yields the batch format of `batches`."""
+(classification: `pipeline`; segmentation: `segmentation`; top-down pose: `pose`, with the
+keypoint geometry and heatmap codecs in `keypoints` and COCO in `coco`), and the embedded demo
+data (`digits`, `canvases`, `figures`). Every pipeline yields the batch format of `batches`."""
 
 from hrnet_flax.data.pipeline import EvalBatches, eval_dataset, train_dataset
 from hrnet_flax.data.segmentation import (

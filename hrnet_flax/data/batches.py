@@ -6,11 +6,16 @@ each task adds its own keys (`image` and `label` for classification).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import collections
+import os
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
 Batch = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 def pad_rows(batch: Mapping[str, np.ndarray], size: int) -> Batch:
@@ -56,3 +61,26 @@ def stream_indices(
                 perm_epoch, perm = epoch, np.random.default_rng([seed, epoch]).permutation(n)
             yield int(perm[offset]), position
         step += 1
+
+
+def default_workers() -> int:
+    """Loading threads when the caller gives none: the CPU count, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def prefetch(jobs: Iterator[Callable[[], T]], workers: int, ahead: int, *, name: str = "data") -> Iterator[T]:
+    """Results of `jobs`, in order, computed by `workers` threads (named `name`) at most `ahead`
+    jobs in advance."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+    pending: collections.deque = collections.deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(job))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:  # (shutdown's own cancel_futures fails while the interpreter exits)
+            future.cancel()
+        pool.shutdown(wait=False)

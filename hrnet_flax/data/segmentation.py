@@ -36,18 +36,16 @@ label `ignore_label`, so padding never counts); unreadable images are skipped an
 
 from __future__ import annotations
 
-import collections
 import io
 import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from hrnet_flax.data.batches import Batch, pad_rows, process_share, stream_indices
+from hrnet_flax.data.batches import Batch, default_workers, pad_rows, prefetch, process_share, stream_indices
 from hrnet_flax.data.images import UnreadableImageError, load_rgb
 from hrnet_flax.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from hrnet_flax.data.sources import IMAGE_EXTENSIONS
@@ -67,9 +65,6 @@ CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 )  # fmt: skip
-
-T = TypeVar("T")
-
 
 class SegmentationDataError(ValueError):
     """A dataset whose files are readable but inconsistent (unpaired, wrong size, bad labels)."""
@@ -494,27 +489,6 @@ def _resolve(source: Any, ignore_label: int) -> SegmentationSource:
 # ------------------------------------------------------------------ batches
 
 
-def _default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def _prefetch(jobs: Iterator[Callable[[], T]], workers: int, ahead: int) -> Iterator[T]:
-    """Results of `jobs`, in order, computed by `workers` threads at most `ahead` jobs in advance."""
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="segmentation-data")
-    pending: collections.deque = collections.deque()
-    try:
-        for job in jobs:
-            pending.append(pool.submit(job))
-            if len(pending) > ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for future in pending:  # (shutdown's own cancel_futures fails while the interpreter exits)
-            future.cancel()
-        pool.shutdown(wait=False)
-
-
 def train_dataset(
     source: Any,
     *,
@@ -563,8 +537,8 @@ def train_dataset(
 
     def batches() -> Iterator[Batch]:
         jobs = (job(i, pos) for i, pos in stream_indices(n, seed, start_step, batch_size_per_process, p, count))
-        workers_ = workers or _default_workers()
-        examples = _prefetch(jobs, workers_, ahead=2 * batch_size_per_process + workers_)
+        workers_ = workers or default_workers()
+        examples = prefetch(jobs, workers_, ahead=2 * batch_size_per_process + workers_, name="segmentation-data")
         while True:
             rows = [next(examples) for _ in range(batch_size_per_process)]
             yield {
@@ -625,7 +599,7 @@ class SegmentationEvalBatches:
         self.batch_size = batch_size_per_process
         self.ignore_label = ignore_label
         self.mean, self.std = tuple(mean), tuple(std)
-        self.workers = workers or _default_workers()
+        self.workers = workers or default_workers()
         self.process_index, self.process_count = process_share(process_index, process_count)
         self.total_examples = self.source.num_examples(split)
         if self.total_examples == 0:
@@ -659,7 +633,7 @@ class SegmentationEvalBatches:
         jobs = (lambda i=int(i): self._load(i) for i in self._indices)
         rows: list[tuple[np.ndarray, np.ndarray]] = []
         produced, shape = 0, (SIZE_MULTIPLE, SIZE_MULTIPLE)
-        for result in _prefetch(jobs, self.workers, ahead=self.batch_size + self.workers):
+        for result in prefetch(jobs, self.workers, ahead=self.batch_size + self.workers, name="segmentation-data"):
             if isinstance(result, str):
                 self.unreadable.append(result)
                 continue

@@ -2,9 +2,10 @@
 
 from hrnet_flax.tasks.base import Task
 from hrnet_flax.tasks.classification import Classification
+from hrnet_flax.tasks.pose import Pose
 from hrnet_flax.tasks.segmentation import Segmentation
 
-TASKS: dict[str, type[Task]] = {Classification.name: Classification, Segmentation.name: Segmentation}
+TASKS: dict[str, type[Task]] = {Classification.name: Classification, Segmentation.name: Segmentation, Pose.name: Pose}
 
 
 def get_task(name: str) -> type[Task]:
@@ -14,4 +15,4 @@ def get_task(name: str) -> type[Task]:
     return TASKS[name]
 
 
-__all__ = ["TASKS", "Classification", "Segmentation", "Task", "get_task"]
+__all__ = ["TASKS", "Classification", "Pose", "Segmentation", "Task", "get_task"]

@@ -21,7 +21,10 @@ class Task:
     """
 
     name: str = ""
-    main_metric: str = ""  # the metric `evaluate`'s progress bar shows
+    main_metric: str = ""  # the metric `evaluate`'s progress bar shows ("": none, e.g. costly to compute)
+    # Keys of `eval_sums`'s output that are per-example (leading batch axis) rather than sums:
+    # `evaluate` keeps their unmasked rows and concatenates them over batches and processes.
+    row_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Any) -> Task:
@@ -45,8 +48,9 @@ class Task:
 
     # --- on the host ---------------------------------------------------------------------------
 
-    def summarize(self, sums: Mapping[str, Any]) -> dict[str, Any]:
-        """Metrics from the totals of `eval_sums` over a whole split."""
+    def summarize(self, sums: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        """Metrics from the totals of `eval_sums` over a whole split (and its rows); `context` is
+        what the evaluation batches carry for it (`batches.context`, e.g. pose crops' geometry)."""
         raise NotImplementedError
 
     def describe(self, metrics: Mapping[str, Any]) -> str:

@@ -59,7 +59,7 @@ class Classification(Task):
     def eval_sums(self, outputs, batch):
         return batch_sums(outputs, batch["label"], batch["mask"])
 
-    def summarize(self, sums: Mapping[str, Any]) -> dict[str, Any]:
+    def summarize(self, sums: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """Percent top-1/top-5, mean loss and count."""
         count = int(sums["count"])
         denom = max(count, 1)

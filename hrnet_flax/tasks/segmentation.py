@@ -400,7 +400,7 @@ class Segmentation(Task):
 
     # --- on the host ---------------------------------------------------------------------------
 
-    def summarize(self, sums: Mapping[str, Any]) -> dict[str, Any]:
+    def summarize(self, sums: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """`iou_metrics` of the summed confusion matrix, the image count and the mean pixel loss."""
         bad = int(sums.get("bad_labels", 0))
         if bad:

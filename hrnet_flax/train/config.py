@@ -64,8 +64,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warmup from 0 to the peak lr
     total_steps: int | None = None  # overrides epochs when set (tests, smoke runs)
 
-    # Segmentation (task="segmentation"); `image_size`/`eval_image_size` are unused there.
-    crop_size: tuple[int, ...] = (512, 1024)  # training crop (H, W)
+    # Segmentation (task="segmentation") and pose (task="pose"); `image_size`/`eval_image_size` are
+    # unused there.
+    crop_size: tuple[int, ...] = (512, 1024)  # training crop (H, W); pose: the person crop, train and eval
     base_size: int | None = None  # long side of an image before random scaling; None: as stored
     scale_range: tuple[float, ...] = (0.5, 2.0)  # random scale (min, max)
     ignore_label: int = 255  # label pixels that count for nothing (also the crop padding)
@@ -74,9 +75,21 @@ class TrainConfig:
     ohem_threshold: float = 0.9
     ohem_keep: int = 131072  # at least this many pixels per device batch are kept
     eval_scales: tuple[float, ...] = (1.0,)  # multi-scale testing (probabilities summed)
-    eval_flip: bool = False  # add the horizontally flipped prediction
+    eval_flip: bool = False  # add the horizontally flipped prediction (pose: the flip test)
     eval_window: tuple[int, ...] | None = None  # sliding-window size (H, W); None: whole image
     eval_stride: tuple[int, ...] | None = None  # sliding-window stride; None: 2/3 of the window
+
+    # Pose (task="pose"): the official top-down recipe's targets and augmentation.
+    pose_codec: str = "msra"  # heatmap encoding/decoding: "msra" (official) or "udp"
+    pose_sigma: float = 2.0  # Gaussian sigma in heatmap pixels (official: 2 at 256x192, 3 at 384x288)
+    pose_scale_factor: float = 0.35  # box scale x clip(N(0,1) * f + 1, 1 - f, 1 + f)
+    pose_rotation_factor: float = 45.0  # rotation clip(N(0,1) * f, -2f, 2f) degrees ...
+    pose_rotation_prob: float = 0.6  # ... with this probability
+    pose_flip: bool = True  # random horizontal flips (joint pairs swapped)
+    pose_half_body_prob: float = 0.3  # upper or lower body crops
+    pose_shift_heatmap: bool = True  # flip test: flipped-back heatmaps moved 1 px right (MSRA, not UDP)
+    pose_detections: str | None = None  # COCO val boxes from a detection results JSON; None: ground truth
+    pck_threshold: float = 0.1  # PCK distance, a fraction of the box's longer side
 
     # Bookkeeping.
     seed: int = 0
@@ -131,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"config.label_smoothing={self.label_smoothing} must be in [0, 1)")
         if self.task == "segmentation":
             self._validate_segmentation()
+        if self.task == "pose":
+            self._validate_pose()
 
     def _validate_segmentation(self) -> None:
         for key in ("crop_size", "eval_window", "eval_stride"):
@@ -152,6 +167,24 @@ class TrainConfig:
             )
         if self.ignore_label < self.num_classes and self.ignore_label >= 0:
             raise ValueError(f"config.ignore_label={self.ignore_label} is a class index ({self.num_classes} classes)")
+
+
+    def _validate_pose(self) -> None:
+        size = self.crop_size
+        if len(size) != 2 or min(size) <= 0 or size[0] % 32 or size[1] % 32:
+            raise ValueError(f"config.crop_size={size}: must be the pose crop (H, W), both positive multiples of 32")
+        if self.pose_codec not in ("msra", "udp"):
+            raise ValueError(f"config.pose_codec={self.pose_codec!r}: must be 'msra' or 'udp'")
+        if self.pose_sigma <= 0:
+            raise ValueError(f"config.pose_sigma={self.pose_sigma} must be positive")
+        for key in ("pose_rotation_prob", "pose_half_body_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"config.{key}={getattr(self, key)} must be a probability in [0, 1]")
+        if not 0.0 <= self.pose_scale_factor < 1.0 or self.pose_rotation_factor < 0:
+            raise ValueError(
+                f"config.pose_scale_factor={self.pose_scale_factor} must be in [0, 1) and "
+                f"pose_rotation_factor={self.pose_rotation_factor} non-negative"
+            )
 
 
 def _parse_value(text: str, annotation: Any, key: str) -> Any:
@@ -224,7 +257,7 @@ def load_config(spec: str | pathlib.Path, overrides: list[str] | None = None) ->
 
 def demo_config(task: str = "classification") -> TrainConfig:
     """The `TrainConfig` of the embedded demo (`python -m hrnet_flax demo`, experiments/configs/demo.py);
-    `task="segmentation"`: `segmentation_demo_config()`.
+    `task="segmentation"`: `segmentation_demo_config()`; `task="pose"`: `pose_demo_config()`.
 
     hrnet_w18_small, 10 classes, 32x32, float32 (bfloat16 is emulated, slow, on CPUs), global
     batch 64, 3 epochs (66 steps), SGD Nesterov, lr 0.02 with a short warmup then cosine, light
@@ -233,8 +266,10 @@ def demo_config(task: str = "classification") -> TrainConfig:
     """
     if task == "segmentation":
         return segmentation_demo_config()
+    if task == "pose":
+        return pose_demo_config()
     if task != "classification":
-        raise ValueError(f"no demo for task {task!r}; use classification or segmentation")
+        raise ValueError(f"no demo for task {task!r}; use classification, segmentation or pose")
     return TrainConfig(
         model="hrnet_w18_small",
         num_classes=10,
@@ -289,4 +324,38 @@ def segmentation_demo_config() -> TrainConfig:
         log_every_steps=25,
         checkpoint_every_steps=1000,
         keep_checkpoints=2,
+    )
+
+
+def pose_demo_config() -> TrainConfig:
+    """The pose demo (`python -m hrnet_flax demo --task pose`, experiments/configs/demo_pose.py):
+    pose_hrnet_w18_small on 64x64 stick figures (`hrnet_flax.data.figures`: 17 COCO joints; the
+    train set's mean pose scores about 20% PCK@0.1), float32, Adam with a short warmup and a poly
+    schedule, the official augmentation (milder), flip test.
+    """
+    return TrainConfig(
+        task="pose",
+        model="pose_hrnet_w18_small",
+        num_classes=17,
+        dtype="float32",
+        dataset="figures",
+        crop_size=(64, 64),
+        global_batch_size=32,
+        eval_batch_size=64,
+        optimizer="adam",
+        base_lr=2e-3,
+        base_batch_size=32,
+        weight_decay=0.0,
+        total_steps=300,
+        schedule="poly",
+        warmup_epochs=0.1,
+        pose_sigma=1.5,
+        pose_scale_factor=0.25,
+        pose_rotation_factor=30.0,
+        pose_half_body_prob=0.0,
+        eval_flip=True,
+        log_every_steps=50,
+        eval_every_steps=300,
+        checkpoint_every_steps=300,
+        keep_checkpoints=1,
     )

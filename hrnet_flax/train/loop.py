@@ -157,7 +157,8 @@ def train_and_evaluate(
                 last_eval = run_eval()
                 writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
                 if is_main:
-                    bar.write(f"step {step}: eval {task.describe(last_eval)}, loss {last_eval['loss']:.4f}")
+                    loss = f", loss {last_eval['loss']:.4f}" if "loss" in last_eval else ""
+                    bar.write(f"step {step}: eval {task.describe(last_eval)}{loss}")
                 tick = time.perf_counter()  # throughput counts training only (the first interval includes compiling)
         if step >= total_steps and not preempted:
             if not last_eval:
