@@ -100,7 +100,7 @@ class ConfusionTask(Task):
         pairs = jax.nn.one_hot(batch["label"], 7, dtype=jnp.int32)[:, :, None] * jax.nn.one_hot(predicted, 7, dtype=jnp.int32)[:, None, :]
         return {"confusion": jnp.sum(pairs * batch["mask"][:, None, None], axis=0)}
 
-    def summarize(self, sums):
+    def summarize(self, sums, context=None):
         confusion = np.asarray(sums["confusion"])
         return {"confusion": confusion.tolist(), "accuracy": 100.0 * np.trace(confusion) / max(confusion.sum(), 1)}
 

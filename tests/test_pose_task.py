@@ -204,3 +204,74 @@ def test_task_from_config_and_validation():
         task.resolve(dataclasses.replace(config, num_classes=16))
     with pytest.raises(ValueError, match="no pose dataset"):
         get_task("pose").from_config(TrainConfig(task="pose", dataset="digits"))
+
+
+MULTIHOST = r"""
+import json, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{sys.argv[2]}", num_processes=2, process_id=int(sys.argv[3]))
+sys.path.insert(0, sys.argv[1])
+from test_pose_task import TinyPose, figure_batches, TASK
+from hrnet_flax.evaluate import evaluate
+assert jax.process_count() == 2 and jax.local_device_count() == 2
+model = TinyPose()
+variables = model.init(jax.random.key(0), jax.numpy.zeros((1, 32, 32, 3)))
+print("RESULT " + json.dumps(evaluate(model, variables, figure_batches(3), task=TASK)))
+"""
+
+
+import flax.linen as nn  # noqa: E402
+
+from hrnet_flax.data.figures import FiguresSource  # noqa: E402
+
+TASK = Pose(num_joints=17, flip_pairs=tuple((k, k + 1) for k in range(1, 17, 2)))
+
+
+class TinyPose(nn.Module):
+    """A small stand-in pose network: heatmaps (N, H/4, W/4, 17) from a strided convolution."""
+
+    @nn.compact
+    def __call__(self, images, train=False):
+        return nn.Conv(17, (4, 4), strides=(4, 4))(images)
+
+
+def figure_batches(batch_size: int):
+    """The embedded figures' val crops at 32x32, this process's share."""
+    return pose_data.eval_dataset(FiguresSource((32, 32)), "val", batch_size_per_process=batch_size, image_size=(32, 32))
+
+
+@pytest.mark.slow
+def test_evaluate_two_processes_scores_each_crop_once():
+    """2 processes x 2 devices, each decoding its share of the crops, give the metrics of one
+    process (the rows are gathered across hosts and every crop comes exactly once)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import jax
+
+    from data_support import cpu_env
+    from hrnet_flax.evaluate import evaluate
+
+    model = TinyPose()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    single = evaluate(model, variables, figure_batches(5), task=TASK)
+    assert single["count"] == 256 and 0 < single["pck"] < 100
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    here = os.path.dirname(__file__)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", MULTIHOST, here, port, str(i)], env=cpu_env(2),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+        (line,) = [x for x in out.splitlines() if x.startswith("RESULT ")]
+        result = json.loads(line[len("RESULT "):])
+        assert result["count"] == 256 and result["pck_joints"] == single["pck_joints"]
+        assert result["pck"] == pytest.approx(single["pck"])
