@@ -113,8 +113,12 @@ def test_summarize_maps_back_and_scores_pck():
     task = Pose(num_joints=5, flip_pairs=PAIRS)
     exact = task.summarize(_rows_at(context, joints[..., :2], [2, 0, 1]), context)
     assert exact["count"] == 3 and exact["pck"] == 100.0 and exact["pck_joints"] == 14
-    points = task.keypoints(_rows_at(context, joints[..., :2], [1, 2, 0]), context)
+    ids, points = task.keypoints(_rows_at(context, joints[..., :2], [1, 2, 0]), context)
+    np.testing.assert_array_equal(ids, [0, 1, 2])
     np.testing.assert_allclose(points[..., :2], joints[..., :2], atol=1e-9)  # in crop order, float64
+    # a crop whose image could not be read is left out (and counted by `evaluate` as unreadable)
+    skipped = task.summarize({**_rows_at(context, off_box(joints), [2, 0]), "unreadable": 1}, context)
+    assert skipped["count"] == 2 and skipped["pck_joints"] == 10 and skipped["pck"] == 90.0
     off = joints[..., :2].copy()
     off[0, :2] += 0.11 * 60  # beyond 0.1 x the longer side (60) of box 0
     off[2, 0, 0] += 0.09 * 80  # within box 2's limit
@@ -124,8 +128,16 @@ def test_summarize_maps_back_and_scores_pck():
     assert pck(off, joints, boxes) == (12, 14)
 
 
+def off_box(joints: np.ndarray) -> np.ndarray:
+    """`joints`' points with one of person 2's five moved out of reach."""
+    xy = joints[..., :2].copy()
+    xy[2, 3] += 50.0
+    return xy
+
+
 @pytest.mark.parametrize(
-    "order, problem", [([0, 1], "missing 1"), ([0, 1, 1], "repeated 1"), ([0, 1, 5], "out of range 1")]
+    "order, problem",
+    [([0, 1], "missing 1, of which 0 had an unreadable image"), ([0, 1, 1], "repeated 1"), ([0, 1, 5], "out of range 1")],
 )
 def test_every_crop_exactly_once(order, problem):
     joints, boxes = _people()

@@ -160,42 +160,52 @@ class Pose(Task):
 
     # --- on the host ---------------------------------------------------------------------------
 
-    def keypoints(self, sums: Mapping[str, Any], context: Any) -> np.ndarray:
-        """(N, K, 3) float64 image coordinates and peak values of every crop of `context`, in crop
-        order; raises unless each crop was scored exactly once."""
+    def keypoints(self, sums: Mapping[str, Any], context: Any) -> tuple[np.ndarray, np.ndarray]:
+        """`(crop ids (n,), keypoints (n, K, 3))`: the scored crops of `context` in crop order, with
+        float64 image coordinates and peak values. Every crop must have been scored exactly once,
+        except the `sums["unreadable"]` ones whose image could not be read."""
         if context is None:
             raise ValueError("pose evaluation needs the batches' crop table (`PoseEvalBatches.context`)")
         ids = np.asarray(sums["crop_id"], np.int64)
         n = len(context)
-        seen = np.bincount(ids[(ids >= 0) & (ids < n)], minlength=n)
-        if len(ids) != n or (seen != 1).any():
+        inside = (ids >= 0) & (ids < n)
+        seen = np.bincount(ids[inside], minlength=n)
+        skipped = int(sums.get("unreadable", 0))
+        missing, repeated = int((seen == 0).sum()), int((seen > 1).sum())
+        if missing != skipped or repeated or not inside.all():
             raise ValueError(
                 f"pose evaluation scored {len(ids)} crops for {n}: each crop id must come exactly once "
-                f"(missing {int((seen == 0).sum())}, repeated {int((seen > 1).sum())}, out of range "
-                f"{int(((ids < 0) | (ids >= n)).sum())})"
+                f"(missing {missing}, of which {skipped} had an unreadable image; repeated {repeated}; "
+                f"out of range {int((~inside).sum())})"
             )
         order = np.argsort(ids)
+        ids = ids[order]
         coords = np.asarray(sums["coords"], np.float64)[order]
         if coords.shape[1] != context.num_joints:
             raise ValueError(f"the model predicts {coords.shape[1]} joints but the dataset has {context.num_joints}")
-        xy = kp.heatmap_to_image(coords, context.center, context.scale, context.heatmap_size, context.image_size, self.codec)
-        return np.concatenate([xy, np.asarray(sums["maxvals"], np.float64)[order][..., None]], axis=-1)
+        xy = kp.heatmap_to_image(
+            coords, context.center[ids], context.scale[ids], context.heatmap_size, context.image_size, self.codec
+        )
+        return ids, np.concatenate([xy, np.asarray(sums["maxvals"], np.float64)[order][..., None]], axis=-1)
 
     def summarize(self, sums: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """`pck` (%) where the split has ground-truth joints, COCO AP/AR (%) where the source is a
-        COCO keypoint set (`annotation_file`), and the crop count."""
-        points = self.keypoints(sums, context)
+        COCO keypoint set (`annotation_file`; persons whose image was unreadable count as missed),
+        and the scored crop count."""
+        ids, points = self.keypoints(sums, context)
         metrics: dict[str, Any] = {"count": len(points)}
         if context.joints is not None:
-            correct, counted = pck(points[..., :2], context.joints, context.box, self.pck_threshold)
+            correct, counted = pck(points[..., :2], context.joints[ids], context.box[ids], self.pck_threshold)
             metrics.update(pck=100.0 * correct / max(counted, 1), pck_joints=counted)
         annotation_file = getattr(context.source, "annotation_file", None)
         if annotation_file is not None:
             from hrnet_flax.data.coco import evaluate_keypoints
 
-            areas = np.prod(context.scale * kp.PIXEL_STD, axis=-1)  # the official OKS-NMS scale: the crop box
+            areas = np.prod(context.scale[ids] * kp.PIXEL_STD, axis=-1)  # the official OKS-NMS scale: the crop box
             metrics.update(
-                evaluate_keypoints(points, context.image_id, context.score, areas, annotation_file(context.split))
+                evaluate_keypoints(
+                    points, context.image_id[ids], context.score[ids], areas, annotation_file(context.split)
+                )
             )
         return metrics
 
