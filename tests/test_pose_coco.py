@@ -74,7 +74,8 @@ def coco_annotations():
         annotation(B),
         annotation(C),
         annotation(dict(C, id=32, area=0.0)),
-        annotation(dict(C, id=33, bbox=[10.0, 10.0, 0.5, 0.5])),  # kept: x2 = x1 (official)
+        annotation(dict(C, id=33, bbox=[10.0, 10.0, 0.5, 20.5])),  # kept: x2 = x1 (official), width 0
+        annotation(dict(C, id=35, bbox=[10.0, 10.0, 0.5, 0.5])),  # a one-pixel box: no crop, dropped
         {"id": 34, "image_id": 3, "category_id": 2, "bbox": [1.0, 1.0, 5.0, 5.0], "area": 20.0, "iscrowd": 0},
     ]
     return {
@@ -145,13 +146,14 @@ def test_constants():
 def test_ground_truth_instances(coco_root, split):
     source = CocoKeypoints(coco_root)
     assert isinstance(source, PoseSource) and source.num_joints == K and source.flip_pairs == COCO_FLIP_PAIRS
-    # A, B, C and the tiny box; not the crowd region, the unlabelled person, area 0 or the dog
+    # A, B, C and the zero-width box; not the crowd region, the unlabelled person, area 0, the
+    # one-pixel box or the dog
     assert source.num_examples(split) == 4
     expected_boxes = [
         [5, 4, 39, 39],  # (x2 - x1) = w - 1
         [0, 10, 59, 49],  # x1 = 0, x2 = min(79, 0 + 59), y2 = min(59, 10 + 69)
         [10, 10, 29, 34],
-        [10, 10, 0, 0],
+        [10, 10, 0, 19.5],  # h - 1
     ]
     for i, (person, box) in enumerate(zip([A, B, C, C], expected_boxes)):
         inst = source.load(split, i)

@@ -210,7 +210,7 @@ def broken(**changes):
     [
         (broken(joints=None), r"train\[2\] of Figures\(6\) has no joints"),
         (broken(joints=np.zeros((5, 3))), r"train\[2\].*joints have shape \(5, 3\), expected \(4, 3\)"),
-        (broken(box=np.array([1.0, 2.0, 0.0, 5.0])), r"train\[2\].*box .* positive width and height"),
+        (broken(box=np.array([1.0, 2.0, 0.0, 0.0])), r"train\[2\].*box .* positive width or height"),
         (broken(box=np.array([1.0, np.nan, 3.0, 5.0])), r"train\[2\].*box .* finite"),
         (broken(image=np.zeros((10, 10), np.uint8)), r"train\[2\].*uint8 RGB \(H, W, 3\)"),
     ],

@@ -323,6 +323,8 @@ class CocoKeypoints(PoseSource):
                 box = _clean_box(ann["bbox"], width, height)
                 if box is None or not ann["area"] > 0:
                     continue
+                if box[2] == 0 and box[3] == 0:
+                    continue  # a one-pixel box: no crop can be made of it
                 if max(ann["keypoints"]) == 0:
                     continue  # no labelled joint
                 paths.append(self._image_path(image_dir, image))

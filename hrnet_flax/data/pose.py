@@ -137,15 +137,17 @@ def check_instance(
     instance: Any, source: Any, split: str, index: int, *, need_image: bool = True, need_joints: bool = False
 ) -> PoseInstance:
     """`instance` with `box` float64 (4,) and `joints` float64 (K, 3) (or None), checked: a finite box
-    with positive width and height, joints of shape (num_joints, 3) and finite, a uint8 (H, W, 3)
+    with a positive width or height, joints of shape (num_joints, 3) and finite, a uint8 (H, W, 3)
     image where `need_image`, joints where `need_joints`. Errors name the split and index."""
     name = f"pose instance {_name(source, split, index)} of {source!r}"
     if not isinstance(instance, PoseInstance):
         raise ValueError(f"{name}: load returned {type(instance).__name__}, not a PoseInstance")
     box = np.asarray(instance.box, np.float64).reshape(-1)
-    if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+    # One side may be 0 (COCO keeps such clipped boxes): the crop widens it to the crop's aspect.
+    if box.shape != (4,) or not np.all(np.isfinite(box)) or min(box[2:]) < 0 or max(box[2:]) <= 0:
         raise ValueError(
-            f"{name}: box {np.asarray(instance.box).tolist()} must be (x, y, w, h), finite, with positive width and height"
+            f"{name}: box {np.asarray(instance.box).tolist()} must be (x, y, w, h), finite, with a positive "
+            "width or height and neither negative"
         )
     joints = instance.joints
     if joints is not None:

@@ -257,11 +257,13 @@ class Pose(Task):
 def pose_source(config: Any) -> Any:
     """The pose source of `config.dataset`: "figures" (the embedded demo, at `crop_size`) or
     "coco:<root>" (COCO keypoints; val boxes from `pose_detections` where set)."""
-    return _source(config.dataset, tuple(config.crop_size), config.pose_detections)
+    return source_of(config.dataset, tuple(config.crop_size), config.pose_detections)
 
 
 @functools.lru_cache(maxsize=4)
-def _source(dataset: str, crop_size: tuple[int, ...], detections: str | None) -> Any:
+def source_of(dataset: str, crop_size: tuple[int, ...], detections: str | None = None) -> Any:
+    """The pose source named `dataset`: "figures" (drawn at `crop_size`) or "coco:<root>" (val
+    boxes from the `detections` file where given); built once per arguments."""
     if dataset == "figures":
         from hrnet_flax.data.figures import FiguresSource
 
