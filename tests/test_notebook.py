@@ -1,5 +1,6 @@
 """The quick-start notebook runs from top to bottom and shows what its text says: the weights'
-round trip and timm export, the trained demo's accuracy, its figures and the feature maps."""
+round trip and timm export, the trained demos' accuracy, mIoU and PCK, their figures and the
+feature maps."""
 
 import re
 
@@ -41,9 +42,16 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     assert float(seg[2]) >= 60.0, seg[0]
     assert "IoU per class: background" in text
 
-    # Training curve, digit grid (+ a row of mistakes when there are any), photos with top-5, feature maps.
+    # The pose demo: the 256 validation figures, its >= 80% PCK@0.1 (the mean pose scores about 25%).
+    pose = re.search(r"pose_hrnet_w18_small on figures: (\d+) steps .*validation PCK@0.1 ([\d.]+)%.*\((\d+) images\)", text)
+    assert pose, text
+    assert int(pose[3]) == 256 and float(pose[2]) >= 80.0, pose[0]
+    assert "mean joint error on these eight" in text
+
+    # Training curve, digit grid (+ a row of mistakes when there are any), label maps, skeletons,
+    # photos with top-5, feature maps.
     figures = sum("image/png" in out.get("data", {}) for out in outputs)
-    assert figures >= 5, figures
+    assert figures >= 6, figures
     assert "using the pretrained weights" in text or "not downloaded" in text
 
     for name in ("stem", "branch0", "branch1", "branch2", "branch3", "incre3", "hrnetv2", "pre_logits", "logits"):
