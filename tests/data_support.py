@@ -120,3 +120,17 @@ def cpu_env(devices: int) -> dict[str, str]:
     env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     return env
+
+
+def smooth_images(root, sizes: dict, seed: int, block: int) -> list:
+    """Smooth random RGB images (upscaled noise of `block`-pixel cells) named and sized by
+    `sizes` ({file name: (H, W)}; the extension picks PNG or JPEG), written in `root`."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name, (h, w) in sizes.items():
+        base = rng.integers(0, 256, (h // block + 1, w // block + 1, 3)).astype(np.uint8)
+        Image.fromarray(base).resize((w, h), Image.BILINEAR).save(root / name)
+        paths.append(root / name)
+    return paths

@@ -15,6 +15,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
+from data_support import smooth_images
 from PIL import Image
 
 from hrnet_flax import cli
@@ -55,14 +56,7 @@ def pose_weights(tmp_path_factory) -> tuple[str, object, dict]:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[pathlib.Path]:
     """Smooth random RGB images (PNG, JPEG) of `IMAGE_SIZES`."""
-    root = tmp_path_factory.mktemp("pose_images")
-    rng = np.random.default_rng(11)
-    paths = []
-    for name, (h, w) in IMAGE_SIZES.items():
-        base = rng.integers(0, 256, (h // 6 + 1, w // 6 + 1, 3)).astype(np.uint8)
-        Image.fromarray(base).resize((w, h), Image.BILINEAR).save(root / name)
-        paths.append(root / name)
-    return paths
+    return smooth_images(tmp_path_factory.mktemp("pose_images"), IMAGE_SIZES, seed=11, block=6)
 
 
 def load(path) -> np.ndarray:

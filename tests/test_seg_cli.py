@@ -13,6 +13,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
+from data_support import smooth_images
 from PIL import Image
 from test_seg_train import CLASSES, SHORT, make_seg_folder
 
@@ -46,14 +47,7 @@ def seg_weights(tmp_path_factory) -> tuple[str, object, dict]:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[pathlib.Path]:
-    root = tmp_path_factory.mktemp("seg_images")
-    rng = np.random.default_rng(5)
-    paths = []
-    for name, (h, w) in SIZES.items():
-        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
-        Image.fromarray(base).resize((w, h), Image.BILINEAR).save(root / name)
-        paths.append(root / name)
-    return paths
+    return smooth_images(tmp_path_factory.mktemp("seg_images"), SIZES, seed=5, block=8)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ each task adds its own keys (`image` and `label` for classification).
 from __future__ import annotations
 
 import collections
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -84,3 +85,28 @@ def prefetch(jobs: Iterator[Callable[[], T]], workers: int, ahead: int, *, name:
         for future in pending:  # (shutdown's own cancel_futures fails while the interpreter exits)
             future.cancel()
         pool.shutdown(wait=False)
+
+
+def example_batches(
+    example: Callable[[int, int], Mapping[str, np.ndarray]],
+    n: int,
+    *,
+    seed: int,
+    start_step: int,
+    batch_size: int,
+    process_index: int,
+    process_count: int,
+    workers: int | None = None,
+    name: str = "data",
+) -> Iterator[Batch]:
+    """Infinite training batches from `example(index, position)` (a dict of arrays per example) over
+    the resumable stream of `stream_indices`, made by `workers` threads ahead of use; `mask` all True."""
+    stream = stream_indices(n, seed, start_step, batch_size, process_index, process_count)
+    jobs = (functools.partial(example, index, position) for index, position in stream)
+    workers = workers or default_workers()
+    examples = prefetch(jobs, workers, ahead=2 * batch_size + workers, name=name)
+    while True:
+        rows = [next(examples) for _ in range(batch_size)]
+        batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+        batch["mask"] = np.ones(batch_size, bool)
+        yield batch

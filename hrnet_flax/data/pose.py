@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from hrnet_flax.data import keypoints as kp
-from hrnet_flax.data.batches import Batch, default_workers, pad_rows, prefetch, process_share, stream_indices
+from hrnet_flax.data.batches import Batch, default_workers, example_batches, pad_rows, prefetch, process_share
 from hrnet_flax.data.images import UnreadableImageError
 from hrnet_flax.data.segmentation import normalize
 
@@ -308,27 +308,15 @@ def train_dataset(
     if n == 0:
         raise ValueError(f"split {split!r} of {source!r} has no instances")
 
-    def job(index: int, position: int) -> Callable[[], dict[str, Any]]:
-        def run() -> dict[str, Any]:
-            instance = check_instance(source.load(split, index), source, split, index, need_joints=True)
-            return augment(instance, np.random.default_rng([seed, 4, position]))
+    def example(index: int, position: int) -> dict[str, np.ndarray]:
+        instance = check_instance(source.load(split, index), source, split, index, need_joints=True)
+        row = augment(instance, np.random.default_rng([seed, 4, position]))
+        return {key: row[key] for key in ("image", "target", "target_weight")}
 
-        return run
-
-    def batches() -> Iterator[Batch]:
-        jobs = (job(i, pos) for i, pos in stream_indices(n, seed, start_step, batch_size_per_process, p, count))
-        workers_ = workers or default_workers()
-        examples = prefetch(jobs, workers_, ahead=2 * batch_size_per_process + workers_, name="pose-data")
-        while True:
-            rows = [next(examples) for _ in range(batch_size_per_process)]
-            yield {
-                "image": np.stack([r["image"] for r in rows]),
-                "target": np.stack([r["target"] for r in rows]),
-                "target_weight": np.stack([r["target_weight"] for r in rows]),
-                "mask": np.ones(batch_size_per_process, bool),
-            }
-
-    return batches()
+    return example_batches(
+        example, n, seed=seed, start_step=start_step, batch_size=batch_size_per_process, process_index=p,
+        process_count=count, workers=workers, name="pose-data",
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ evaluation

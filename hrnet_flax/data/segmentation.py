@@ -40,12 +40,12 @@ import io
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from hrnet_flax.data.batches import Batch, default_workers, pad_rows, prefetch, process_share, stream_indices
+from hrnet_flax.data.batches import Batch, default_workers, example_batches, pad_rows, prefetch, process_share
 from hrnet_flax.data.images import UnreadableImageError, load_rgb
 from hrnet_flax.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from hrnet_flax.data.sources import IMAGE_EXTENSIONS
@@ -524,30 +524,19 @@ def train_dataset(
         raise ValueError(f"split {split!r} of {source!r} has no examples")
     lo, hi = float(scale_range[0]), float(scale_range[1])
 
-    def job(index: int, position: int) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
-        def run() -> tuple[np.ndarray, np.ndarray]:
-            image, label = source.load(split, index, ignore_label)
-            rng = np.random.default_rng([seed, 2, position])
-            return augment(
-                image, label, rng, crop_size=crop, base_size=base_size, scale_range=(lo, hi),
-                ignore_label=ignore_label, mean=mean, std=std, flip=flip,
-            )  # fmt: skip
+    def example(index: int, position: int) -> dict[str, np.ndarray]:
+        image, label = source.load(split, index, ignore_label)
+        rng = np.random.default_rng([seed, 2, position])
+        image, label = augment(
+            image, label, rng, crop_size=crop, base_size=base_size, scale_range=(lo, hi),
+            ignore_label=ignore_label, mean=mean, std=std, flip=flip,
+        )  # fmt: skip
+        return {"image": image, "label": label}
 
-        return run
-
-    def batches() -> Iterator[Batch]:
-        jobs = (job(i, pos) for i, pos in stream_indices(n, seed, start_step, batch_size_per_process, p, count))
-        workers_ = workers or default_workers()
-        examples = prefetch(jobs, workers_, ahead=2 * batch_size_per_process + workers_, name="segmentation-data")
-        while True:
-            rows = [next(examples) for _ in range(batch_size_per_process)]
-            yield {
-                "image": np.stack([r[0] for r in rows]),
-                "label": np.stack([r[1] for r in rows]),
-                "mask": np.ones(batch_size_per_process, bool),
-            }
-
-    return batches()
+    return example_batches(
+        example, n, seed=seed, start_step=start_step, batch_size=batch_size_per_process, process_index=p,
+        process_count=count, workers=workers, name="segmentation-data",
+    )  # fmt: skip
 
 
 def _ceil_to(x: int, multiple: int) -> int:

@@ -424,10 +424,8 @@ class HRNet(nn.Module):
         ups = [xs[0]] + [resize_bilinear(y, xs[0].shape[1:3], self.config.align_corners) for y in xs[1:]]
         return jnp.concatenate(ups, axis=-1)
 
-    def _pose_head(self, x: jax.Array) -> jax.Array:
-        """The official `final_layer`: a 1x1 conv with bias from the stride-4 branch to the joints."""
-        if not self.num_classes:
-            raise ValueError("a pose model needs num_classes (the joint count) > 0 (use features_only=True for features)")
+    def _output_conv(self, x: jax.Array, init: Callable, name: str) -> jax.Array:
+        """A 1x1 conv with bias to `num_classes` channels, float32 (or wider) out."""
         x = nn.Conv(
             self.num_classes,
             (1, 1),
@@ -435,24 +433,20 @@ class HRNet(nn.Module):
             padding=((0, 0), (0, 0)),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=POSE_HEAD_INIT,
-            name="pose_head",
+            kernel_init=init,
+            name=name,
         )(x)
         return jnp.asarray(x, jnp.promote_types(self.dtype, jnp.float32))
+
+    def _pose_head(self, x: jax.Array) -> jax.Array:
+        """The official `final_layer`: a 1x1 conv with bias from the stride-4 branch to the joints."""
+        if not self.num_classes:
+            raise ValueError("a pose model needs num_classes (the joint count) > 0 (use features_only=True for features)")
+        return self._output_conv(x, POSE_HEAD_INIT, "pose_head")
 
     def _segmentation_head(self, x: jax.Array, conv_bn: ModuleDef, train: bool) -> jax.Array:
         """The official `last_layer`: 1x1 ConvBN (conv with bias) + ReLU, then a 1x1 conv to the classes."""
         if not self.num_classes:
             raise ValueError("a segmentation model needs num_classes > 0 (use features_only=True for features)")
         x = conv_bn(x.shape[-1], 1, conv_bias=True, name="seg_head")(x, train)
-        x = nn.Conv(
-            self.num_classes,
-            (1, 1),
-            strides=(1, 1),
-            padding=((0, 0), (0, 0)),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=SEG_CLASSIFIER_INIT,
-            name="seg_classifier",
-        )(x)
-        return jnp.asarray(x, jnp.promote_types(self.dtype, jnp.float32))
+        return self._output_conv(x, SEG_CLASSIFIER_INIT, "seg_classifier")
