@@ -34,6 +34,7 @@ EXPECTED_NAMES = (
 SEGMENTATION_NAMES = ["hrnetv2_w18_small_seg", "hrnetv2_w18_small_v2_seg"] + [
     f"hrnetv2_w{w}_seg" for w in (18, 30, 32, 40, 44, 48, 64)
 ]
+POSE_NAMES = ["pose_hrnet_w18_small", "pose_hrnet_w18_small_v2"] + [f"pose_hrnet_w{w}" for w in (18, 30, 32, 40, 44, 48, 64)]
 
 
 def width_of(name: str) -> int:
@@ -45,8 +46,9 @@ def abstract_variables(model, shape=(1, 224, 224, 3)):
 
 
 def test_list_models_has_every_variant():
-    assert sorted(EXPECTED_NAMES + SEGMENTATION_NAMES) == hf.list_models()
+    assert sorted(EXPECTED_NAMES + SEGMENTATION_NAMES + POSE_NAMES) == hf.list_models()
     assert hf.list_models("*_seg") == sorted(SEGMENTATION_NAMES)
+    assert hf.list_models("pose_*") == sorted(POSE_NAMES)
     assert hf.list_models("se_*") == sorted(n for n in EXPECTED_NAMES if n.startswith("se_"))
 
 

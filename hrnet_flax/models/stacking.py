@@ -56,19 +56,23 @@ def stack_variables(variables: Mapping) -> dict:
 
 
 def _stacked_modules(flat: Mapping[tuple, Any]) -> set[str]:
-    """The `stage{s}_{m}` modules a scanned model holds stacked: in each stage, those with the
-    structure of its module 0, where there are at least two (the pose network's last module,
-    which fuses into one branch only, stays on its own)."""
-    structure: dict[str, set[tuple]] = {}
+    """The `stage{s}_{m}` modules a scanned model holds stacked: every module of a stage of more
+    than one, except the pose network's last module, which fuses into branch 0 only (it has no
+    `fuse{i}_*` with i > 0 where the stage's first module has them) and stays on its own."""
+    modules: dict[str, set[str]] = {}  # module -> names of its fuse layers' target branches
     for path in flat:
         for i, k in enumerate(path):
             if re.fullmatch(r"stage\d+_\d+", k):
-                structure.setdefault(k, set()).add((path[:i], path[i + 1 :]))
+                fuse = re.fullmatch(r"fuse(\d+)_.*", path[i + 1]) if i + 1 < len(path) else None
+                modules.setdefault(k, set()).update({fuse.group(1)} if fuse else set())
     out = set()
-    for stage in {k.rsplit("_", 1)[0] for k in structure}:
-        alike = [k for k in structure if k.rsplit("_", 1)[0] == stage and structure[k] == structure[f"{stage}_0"]]
-        if len(alike) > 1:
-            out.update(alike)
+    for stage in {k.rsplit("_", 1)[0] for k in modules}:
+        members = sorted((k for k in modules if k.rsplit("_", 1)[0] == stage), key=lambda k: int(k.rsplit("_", 1)[1]))
+        last = members[-1]
+        if len(members) > 1 and modules[last] == {"0"} and modules[members[0]] != {"0"}:
+            members = members[:-1]
+        if len(members) > 1:
+            out.update(members)
     return out
 
 
