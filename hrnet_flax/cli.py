@@ -436,7 +436,7 @@ def run_pose(args) -> int:
     from hrnet_flax.predict import joint_names, pose_files
 
     options = _pose_options(args)
-    model, variables = _load_model(args)
+    model, variables = _load_model(args, scan=True)  # traced once per run of identical layers: a fast compile
     _refuse_other_heads(args, model, "pose", "pose")
     names = joint_names(model.num_classes)
     width = max(len(n) for n in names)
