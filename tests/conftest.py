@@ -13,29 +13,6 @@ use_fast_cpu_flags()  # before any test starts JAX's backend; subprocesses inher
 enable_compilation_cache()
 
 
-# The files that run longest, longest first. pytest-xdist hands a worker one file at a time in
-# collection order (`--dist loadfile --no-loadscope-reorder`, pyproject.toml); starting these first
-# keeps both workers busy to the end instead of leaving a several-minute file for last.
-LONGEST_FIRST = (
-    "test_notebook.py",
-    "test_train_parallel.py",
-    "test_speed_transforms.py",
-    "test_train.py",
-    "test_conv.py",
-    "test_benchmark.py",
-    "test_seg_train.py",
-    "test_pose_weights.py",
-    "test_seg_weights.py",
-    "test_pose_cli.py",
-    "test_seg_cli.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 @pytest.fixture(scope="session")
 def paddle_python() -> str:
     """The interpreter of the PaddleClas reference environment (setup.sh --test makes it)."""
