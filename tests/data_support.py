@@ -134,3 +134,16 @@ def smooth_images(root, sizes: dict, seed: int, block: int) -> list:
         Image.fromarray(base).resize((w, h), Image.BILINEAR).save(root / name)
         paths.append(root / name)
     return paths
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    """`hrnet-flax ARGV` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from hrnet_flax import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()

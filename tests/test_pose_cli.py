@@ -15,7 +15,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from data_support import smooth_images
+from data_support import run_cli, smooth_images
 from PIL import Image
 
 from hrnet_flax import cli
@@ -28,14 +28,6 @@ IMAGE_SIZES = {"one.png": (60, 80), "two.jpg": (72, 50)}  # (H, W)
 BOXES = np.array([[10.0, 5.0, 30.0, 40.0], [40.0, 20.0, 25.0, 30.0]])  # x, y, w, h
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    """`hrnet-flax ARGV` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,13 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from data_support import smooth_images
+from data_support import run_cli, smooth_images
 from PIL import Image
 from test_seg_train import CLASSES, SHORT, make_seg_folder
 
 from hrnet_flax import cli
 
 SIZES = {"one.png": (40, 56), "two.jpg": (64, 50)}  # (H, W), not multiples of 32
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    """`hrnet-flax ARGV` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
