@@ -16,8 +16,12 @@ Rows: `ours` (jit; for inference BatchNorm folded, identical layers scanned, as 
 for training the training loop's step, `hrnet_flax.train.step`, on one device, scanned where the loop
 scans by default (`runtime.speed_options`: one CPU device, there with `explicit_conv_grads=True`);
 `--scan on|off` forces either), `ours-bn` (inference without folding), `timm` (eager NCHW),
-`timm-cl` (eager channels-last) and, with `--torch-compile`, `timm-compile`. Ratios are
-throughput(ours) / throughput(timm's best eager row): above 1 means we are faster.
+`timm-cl` (eager channels-last) and, with `--torch-compile`, `timm-compile`; for inference on a
+CPU also the deployment path (`--exports`): the model exported by `hrnet_flax.export` (BatchNorm
+folded, fixed batch) run by `onnxrt` (ONNX Runtime, CPU) and `tflite` (the TFLite interpreter with
+XNNPACK), each with as many threads as the machine has cores. Ratios are throughput(ours) /
+throughput(timm's best eager row), and for the best deployable row (ours or an export) the same:
+above 1 means we are faster.
 """
 
 from __future__ import annotations
@@ -105,6 +109,41 @@ def ours(name: str, batch: int, size: int, dtype: str, task: str, fold: bool, sc
             "argument_mb": analysis.argument_size_in_bytes / 2**20,
         }
     return run, compile_s, memory
+
+
+# ----------------------------------------------------------------------------- exports
+EXPORT_ROWS = {"onnx": "onnxrt", "tflite": "tflite"}
+
+
+def exported(name: str, batch: int, size: int, fmt: str, workdir: str) -> tuple[Callable, float, dict]:
+    """The model exported to `fmt` at a fixed batch (verified against JAX on writing), run by its
+    runtime; the export's seconds (trace, convert, verify) stand in for the compile time."""
+    from hrnet_flax.export import export_model, load_exported
+
+    model = hf.create_model(name)
+    variables = hf.init_variables(model, jax.random.key(0))
+    path = os.path.join(workdir, f"{name}_{size}px_b{batch}.{fmt}")
+    start = time.perf_counter()
+    result = export_model(model, variables, path, format=fmt, size=size, batch=batch, overwrite=True)
+    export_s = time.perf_counter() - start
+    call = load_exported(path, threads=os.cpu_count())
+    images = np.random.default_rng(1).standard_normal((batch, size, size, 3)).astype(np.float32)
+    return (lambda: call(images)), export_s, {"relative_error": result.relative_error}
+
+
+def available_exports(formats: list[str]) -> list[str]:
+    """The `--exports` formats whose runtime is installed (a note for each one that is not)."""
+    import importlib.util
+
+    needs = {"onnx": ("onnx", "onnxruntime"), "tflite": ("tensorflow",)}
+    found = []
+    for fmt in formats:
+        missing = [m for m in needs[fmt] if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"no {fmt} rows: {', '.join(missing)} not installed", flush=True)
+        else:
+            found.append(fmt)
+    return found
 
 
 # ----------------------------------------------------------------------------- timm (PyTorch)
@@ -205,7 +244,11 @@ def resolve_scan(choice: str, task: str) -> bool:
 
 
 def bench(args) -> list[dict]:
+    import tempfile
+
     rows = []
+    exports = available_exports(args.exports) if jax.default_backend() == "cpu" and args.dtype == "float32" else []
+    workdir = tempfile.mkdtemp(prefix="hrnet_flax_bench_")
     cases = [c for c in [("latency", 1), ("infer", args.batch), ("train", args.batch)] if c[0] in args.tasks]
     for name in args.variants:
         for size in args.sizes:
@@ -218,6 +261,9 @@ def bench(args) -> list[dict]:
                         continue
                     run, compile_s, memory = ours(name, batch, size, args.dtype, kind, fold, scan)
                     entries[key], setup[key] = run, {"compile_s": compile_s, "scan": scan, **memory}
+                for fmt in exports if kind == "infer" else []:
+                    run, export_s, info = exported(name, batch, size, fmt, workdir)
+                    entries[EXPORT_ROWS[fmt]], setup[EXPORT_ROWS[fmt]] = run, {"export_s": export_s, **info}
                 if not args.no_timm:
                     layouts = ["nchw", "cl"] + (["compile"] if args.torch_compile else [])
                     for layout in layouts:
@@ -232,6 +278,10 @@ def bench(args) -> list[dict]:
                 if eager:
                     best = min(seconds[k] for k in eager)
                     row["ratio_vs_best_timm_eager"] = best / seconds["ours"]
+                    deployable = [k for k in ("ours", *EXPORT_ROWS.values()) if k in seconds]
+                    fastest = min(deployable, key=seconds.get)
+                    row["best_deployable"] = fastest
+                    row["best_deployable_vs_best_timm_eager"] = best / seconds[fastest]
                 rows.append(row)
                 print(format_row(row), flush=True)
                 if args.out:  # after every row, so a run stopped midway keeps what it measured
@@ -259,28 +309,35 @@ def write_json(path: str, args: argparse.Namespace, rows: list[dict]) -> None:
 
 def format_row(row: dict) -> str:
     cells = [f"{row['variant']} {row['size']}px {row['task']} b{row['batch']} {row['dtype']}:"]
-    for key in ("ours", "ours-bn", "timm", "timm-cl", "timm-compile"):
+    for key in ("ours", "ours-bn", *EXPORT_ROWS.values(), "timm", "timm-cl", "timm-compile"):
         if key in row:
             r = row[key]
             value = f"{r['ms_per_step']:.1f} ms" if row["batch"] == 1 else f"{r['images_per_s']:.2f} img/s"
             cells.append(f"{key} {value}")
     if "ratio_vs_best_timm_eager" in row:
         cells.append(f"ratio {row['ratio_vs_best_timm_eager']:.2f}x")
+    if row.get("best_deployable", "ours") != "ours":
+        cells.append(f"best deployable {row['best_deployable']} {row['best_deployable_vs_best_timm_eager']:.2f}x")
     return "  ".join(cells)
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| variant | size | task | batch | ours | ours (plain model) | timm | timm channels-last | ours / best timm | compile (s) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | size | task | batch | ours | ours (plain model) | ONNX Runtime | TFLite | timm | timm channels-last "
+        "| ours / best timm | best deployable / best timm | compile (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in [r for r in rows if r["task"] != "pipeline"]:
         unit = (lambda e: f"{e['ms_per_step']:.1f} ms") if r["batch"] == 1 else (lambda e: f"{e['images_per_s']:.2f} img/s")
         cell = lambda k: unit(r[k]) if k in r else "-"  # noqa: E731
         ratio = f"{r['ratio_vs_best_timm_eager']:.2f}x" if "ratio_vs_best_timm_eager" in r else "-"
+        deploy = "-"
+        if "best_deployable" in r:
+            deploy = f"{r['best_deployable_vs_best_timm_eager']:.2f}x ({r['best_deployable']})"
         lines.append(
             f"| {r['variant']} | {r['size']} | {r['task']} | {r['batch']} | {cell('ours')} | {cell('ours-bn')} "
-            f"| {cell('timm')} | {cell('timm-cl')} | {ratio} | {r['ours']['compile_s']:.0f} |"
+            f"| {cell('onnxrt')} | {cell('tflite')} | {cell('timm')} | {cell('timm-cl')} | {ratio} | {deploy} "
+            f"| {r['ours']['compile_s']:.0f} |"
         )
     lines += ["", *(format_pipeline(r) for r in rows if r["task"] == "pipeline")]
     return "\n".join(lines).rstrip()
@@ -321,6 +378,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-seconds", type=float, default=20.0, help="time the training pipeline this long")
     p.add_argument("--scan", choices=["auto", "on", "off"], default="auto",
                    help="scanned layers in our rows: auto = as the CLI (inference) and the training loop (training) do")
+    p.add_argument("--exports", nargs="+", choices=["onnx", "tflite", "none"], default=["onnx", "tflite"],
+                   help="inference rows of exported models on a CPU (float32; those whose runtime is installed)")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile (minutes to compile on CPU)")
     p.add_argument("--no-timm", action="store_true", help="ours only")
     p.add_argument("--out", help="write the rows and the machine description as JSON here")
@@ -329,6 +388,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.exports = [f for f in args.exports if f != "none"]
     if args.batch is None:
         args.batch = 256 if jax.default_backend() == "gpu" else 16
     if args.inner is None:

@@ -480,7 +480,74 @@ def run_demo(args) -> int:
     return 0
 
 
-COMMANDS = [add_info, add_forward, add_convert, add_demo, add_eval, add_predict, add_segment, add_pose]
+def add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model for another runtime (StableHLO, SavedModel, TFLite, ONNX), BatchNorm folded, and "
+        "check it against the JAX model",
+    )
+    p.add_argument("model", help="weights: registered name, checkpoint file or URL (see load_pretrained)")
+    p.add_argument("out", help="output: a file (stablehlo, tflite, onnx; metadata in OUT.json or inside) or a folder (savedmodel)")
+    p.add_argument("--format", required=True, choices=["stablehlo", "savedmodel", "tflite", "onnx"])
+    p.add_argument("--batch", type=_batch, default=None, help="a fixed batch size, or dynamic (default)")
+    p.add_argument("--size", type=_side_or_size, help="input side or HxW, multiples of 32 (default: the weights' own)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="float32 (all formats), float16 (tflite: float16 weights), bfloat16 (stablehlo: bfloat16 compute)",
+    )
+    p.add_argument("--layout", type=str.upper, default="NHWC", help="onnx only: NCHW input and 4-D outputs")
+    p.add_argument("--arch", help="variant name, when it cannot be read from the weights")
+    p.add_argument("--num-classes", type=int, help="classifier size (default: the checkpoint's)")
+    p.add_argument("--task", choices=["classification", "segmentation", "pose"], help="a dense model from a classifier's weights")
+    p.add_argument("--preset", help="classification preprocessing to record: paddle, timm, ... (default: the weights' own)")
+    p.add_argument("--verify-image", nargs="+", default=[], help="image files to verify on (default: a synthetic scene)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (only after the new one passed)")
+    p.set_defaults(run=run_export)
+
+
+def _batch(text: str) -> int | None:
+    if text.lower() == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive batch size or 'dynamic'; got {text!r}")
+    return value
+
+
+def run_export(args) -> int:
+    from hrnet_flax.data.images import load_rgb
+    from hrnet_flax.export import export
+
+    images = [load_rgb(p) for p in args.verify_image]
+    result = export(
+        args.model,
+        args.out,
+        format=args.format,
+        arch=args.arch,
+        num_classes=args.num_classes,
+        task=args.task,
+        batch=args.batch,
+        size=args.size,
+        dtype=args.dtype,
+        layout=args.layout,
+        images=images,
+        preset=args.preset,
+        overwrite=args.overwrite,
+    )
+    meta = result.metadata
+    print(
+        f"{args.model} -> {result.path} ({result.format}, {meta['dtype']}): {meta['input']['name']} "
+        f"{meta['input']['shape']} {meta['input']['layout']} -> {meta['output']['name']} {meta['output']['shape']}; "
+        f"{meta['verified']['runtime']} matches the JAX model within {result.relative_error:.1e} (relative)"
+    )
+    return 0
+
+
+COMMANDS = [add_info, add_forward, add_convert, add_demo, add_eval, add_predict, add_segment, add_pose, add_export]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, KeyError, OSError) as e:
+    except (ValueError, FileNotFoundError, KeyError, OSError, ImportError) as e:
         print(f"hrnet-flax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

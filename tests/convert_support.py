@@ -62,3 +62,22 @@ def synthetic_state_dict(arch: str, layout: str, num_classes: int = 1000, seed: 
 
 def images(batch: int = 2, size: int = 64, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(batch, size, size, 3)).astype(np.float32)
+
+
+def calibrated(variables: dict, seed: int = 0) -> dict:
+    """Flax variables with non-trivial BatchNorm: running means N(0, 0.1), variances U(0.5, 1.5),
+    scales U(0.5, 1.5), shifts N(0, 0.1); everything else as given."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+
+    def draw(path, x):
+        name, in_bn = path[-1].key, any(getattr(k, "key", None) == "bn" for k in path)
+        if name in ("var", "scale") and in_bn:
+            return jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype)
+        if name in ("mean", "bias") and in_bn:
+            return jnp.asarray(rng.normal(0.0, 0.1, x.shape), x.dtype)
+        return x
+
+    return jax.tree_util.tree_map_with_path(draw, variables)

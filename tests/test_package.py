@@ -15,6 +15,8 @@ LAYERS = {
     "weights": 2,
     "parallel": 3,
     "tasks": 3,
+    "export": 3,
+    "nnx": 3,
     "evaluate": 4,
     "predict": 4,
     "train": 5,

@@ -68,6 +68,7 @@ class ConvBN(nn.Module):
     axis_name: str | None = None
     folded: bool = False  # BatchNorm folded into the conv (see `fold_batchnorm`): inference only
     explicit_conv_grads: bool = False  # `conv.conv2d`: gradients in the forms XLA:CPU runs fast
+    plain_convs: bool = False  # every conv one `lax.conv_general_dilated` (see `HRNet.plain_convs`)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -81,7 +82,11 @@ class ConvBN(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=CONV_INIT,
-            conv_general_dilated=functools.partial(conv_lib.conv_general_dilated, explicit_grads=self.explicit_conv_grads),
+            conv_general_dilated=(
+                lax.conv_general_dilated
+                if self.plain_convs
+                else functools.partial(conv_lib.conv_general_dilated, explicit_grads=self.explicit_conv_grads)
+            ),
             name="conv",
         )(x)
         x = checkpoint_name(x, CONV_OUTPUT)  # what a `repeated` layer keeps for the backward pass
@@ -311,6 +316,10 @@ class HRNet(nn.Module):
     # training step on XLA:CPU runs 23 s -> 17.6 s and compiles in 46 s. The training loop turns
     # both on with `TrainConfig.scan=True` (opt-in).
     explicit_conv_grads: bool = False
+    # Every convolution one `lax.conv_general_dilated`, also those smaller than their kernel that
+    # `conv.conv2d` otherwise writes as a matrix product of shifted views (fast on XLA:CPU): the
+    # exports (`hrnet_flax.export`) use it, so that each convolution is one Conv op of the target.
+    plain_convs: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False, *, return_features: bool = False):
@@ -328,6 +337,7 @@ class HRNet(nn.Module):
             axis_name=self.axis_name,
             folded=self.fold_bn,
             explicit_conv_grads=self.explicit_conv_grads,
+            plain_convs=self.plain_convs,
         )
         wrap = functools.partial(nn.remat, static_argnums=(2,)) if self.remat else (lambda cls: cls)
         block1, hr_module = wrap(BLOCKS[cfg.stages[0].block]), wrap(HRModule)
