@@ -247,6 +247,8 @@ def bench(args) -> list[dict]:
     import tempfile
 
     rows = []
+    if not args.no_timm:
+        import timm  # noqa: F401  before TensorFlow: timm imported after a TFLite conversion segfaults (triton's LLVM)
     exports = available_exports(args.exports) if jax.default_backend() == "cpu" and args.dtype == "float32" else []
     workdir = tempfile.mkdtemp(prefix="hrnet_flax_bench_")
     cases = [c for c in [("latency", 1), ("infer", args.batch), ("train", args.batch)] if c[0] in args.tasks]

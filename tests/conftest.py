@@ -8,6 +8,11 @@ import pytest
 
 from hrnet_flax.runtime import enable_compilation_cache, use_fast_cpu_flags
 
+# timm before TensorFlow: a process that converts a TFLite model (TensorFlow's MLIR/LLVM) and then
+# imports timm crashes in triton's LLVM (segfault in libtriton.so; torch 2.14, TensorFlow 2.21); in
+# the other order both work. Each test worker runs export tests and PyTorch reference tests.
+import timm  # noqa: E402,F401
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 use_fast_cpu_flags()  # before any test starts JAX's backend; subprocesses inherit it
 enable_compilation_cache()
