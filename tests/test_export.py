@@ -283,3 +283,14 @@ def test_w18_exports_at_224(w18, fmt, dtype, tmp_path):
     result = export_model(model, variables, tmp_path / f"w18{SUFFIX[fmt]}", format=fmt, dtype=dtype, images=photos())
     assert result.metadata["input"]["shape"] == [None, 224, 224, 3]
     assert result.relative_error <= 1e-5, f"{fmt}: {result.relative_error:.2e}"
+
+
+def test_relative_error_never_passes_non_finite_outputs():
+    ref = np.array([[1.0, -2.0]])
+    assert core.relative_error(np.array([[1.0, -2.5]]), ref) == 0.25
+    assert core.relative_error(np.array([[np.nan, -2.0]]), ref) == float("inf")
+    assert not core.relative_error(np.array([[np.inf, -2.0]]), ref) <= TOLERANCES["float32"]
+    with pytest.raises(ExportError, match="JAX model's own outputs on the sample images are not finite"):
+        core.relative_error(ref, np.array([[np.nan, 1.0]]))
+    with pytest.raises(ExportError, match="returned shape \\(1, 3\\); the model returns \\(1, 2\\)"):
+        core.relative_error(np.zeros((1, 3)), ref)

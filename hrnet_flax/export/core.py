@@ -129,10 +129,14 @@ def reference_outputs(model: Any, variables: Any, images: np.ndarray) -> np.ndar
 
 
 def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
-    """max |ours - ref| / max |ref|."""
+    """max |ours - ref| / max |ref|; infinite where `ours` has a NaN or an infinity."""
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     if ours.shape != ref.shape:
         raise ExportError(f"the artefact returned shape {ours.shape}; the model returns {ref.shape}")
+    if not np.isfinite(ref).all():
+        raise ExportError("the JAX model's own outputs on the sample images are not finite; check the weights")
+    if not np.isfinite(ours).all():
+        return float("inf")
     return float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
