@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 BACKWARD_SHARE = 2 / 3  # of a training step: the backward pass, about twice the forward
@@ -60,16 +59,17 @@ NETWORKS = {
 
 
 def model_counts(variant: str) -> tuple[int, int]:
-    """(trainable parameters, BatchNorm layers) of a variant, from its shapes (no compilation)."""
+    """(trainable parameters as `hrnet_flax.models.info` counts them, BatchNorm layers) of a variant,
+    from its shapes (no compilation)."""
     import jax
     import jax.numpy as jnp
 
     import hrnet_flax as hf
+    from hrnet_flax.models import info
 
-    shapes = jax.eval_shape(hf.create_model(variant).init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
-    params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
-    norms = sum(1 for path, _ in jax.tree_util.tree_flatten_with_path(shapes["batch_stats"])[0] if path[-1].key == "mean")
-    return params, norms
+    stats = jax.eval_shape(hf.create_model(variant).init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))["batch_stats"]
+    norms = sum(1 for path, _ in jax.tree_util.tree_flatten_with_path(stats)[0] if path[-1].key == "mean")
+    return info.count(variant, 64).params, norms
 
 
 def allreduce_seconds(nbytes: float, devices: int, net: dict) -> float:
