@@ -342,9 +342,9 @@ def resolve_scan(choice: str, task: str) -> bool:
 
 
 def bench(args) -> list[dict]:
+    import shutil
     import tempfile
 
-    rows = []
     if not args.no_timm:
         import timm  # before TensorFlow: timm imported after a TFLite conversion segfaults (triton's LLVM)
 
@@ -352,7 +352,23 @@ def bench(args) -> list[dict]:
         if missing:
             raise SystemExit(f"timm has no model {', '.join(missing)} (timm {timm.__version__}): pass --no-timm for ours only")
     exports = available_exports(args.exports) if jax.default_backend() == "cpu" and args.dtype == "float32" else []
-    workdir = tempfile.mkdtemp(prefix="hrnet_flax_bench_")
+    workdir = tempfile.mkdtemp(prefix="hrnet_flax_bench_")  # exported models, 80-600 MB each
+    try:
+        rows = measure_all(args, exports, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if "pipeline" in args.tasks:
+        for size in args.sizes or [224]:
+            rates = pipeline_rates(hw(size)[0], args.batch, args.pipeline_images, args.pipeline_seconds)
+            row = {"task": "pipeline", "size": size, "batch": args.batch, **rates}
+            rows.append(row)
+            print(format_pipeline(row), flush=True)
+    return rows
+
+
+def measure_all(args, exports: list[str], workdir: str) -> list[dict]:
+    """One row per variant, size and task: ours, its exports and the reference, timed in turns."""
+    rows = []
     cases = [(t, 1 if t == "latency" else args.batch) for t in dict.fromkeys(args.tasks) if t != "pipeline"]  # in the given order
     for name in args.variants:
         ref = reference_prefix(name)
@@ -388,12 +404,6 @@ def bench(args) -> list[dict]:
                 print(format_row(row), flush=True)
                 if args.out:  # after every row, so a run stopped midway keeps what it measured
                     write_json(args.out, args, rows)
-    if "pipeline" in args.tasks:
-        for size in args.sizes or [224]:
-            rates = pipeline_rates(hw(size)[0], args.batch, args.pipeline_images, args.pipeline_seconds)
-            row = {"task": "pipeline", "size": size, "batch": args.batch, **rates}
-            rows.append(row)
-            print(format_pipeline(row), flush=True)
     return rows
 
 

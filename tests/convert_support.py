@@ -53,11 +53,16 @@ def randomize_torch_bn(model, seed: int = 0) -> None:
                 mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.1)
 
 
-def synthetic_state_dict(arch: str, layout: str, num_classes: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random arrays with every key and shape of `arch` in `layout` (no framework needed)."""
+def synthetic_state_dict(
+    arch: str, layout: str, num_classes: int = 1000, seed: int = 0, zeros: bool = False
+) -> dict[str, np.ndarray]:
+    """Random arrays (or zeros, where only keys and shapes matter: W64's 128 M normal draws take
+    seconds) with every key and shape of `arch` in `layout` (no framework needed)."""
+    table = key_table(ARCHS[arch], num_classes, layout)
+    if zeros:
+        return {leaf.key: np.zeros(ref_shape(leaf), np.float32) for leaf in table}
     rng = np.random.default_rng(seed)
-    out = {leaf.key: rng.normal(size=ref_shape(leaf)).astype(np.float32) for leaf in key_table(ARCHS[arch], num_classes, layout)}
-    return out
+    return {leaf.key: rng.normal(size=ref_shape(leaf)).astype(np.float32) for leaf in table}
 
 
 def images(batch: int = 2, size: int = 64, seed: int = 0) -> np.ndarray:

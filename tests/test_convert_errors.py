@@ -35,7 +35,7 @@ from hrnet_flax.weights.pretrained import get_pretrained
     ],
 )
 def test_detects_layout_and_arch(arch, layout):
-    state = synthetic_state_dict(arch, layout)
+    state = synthetic_state_dict(arch, layout, zeros=True)
     assert detect_layout(state, {}, "x") == layout
     found = detect_arch(state, layout, "x")
     assert ARCHS[found] == ARCHS[arch]
@@ -56,7 +56,7 @@ def _save(tmp_path, state, name="model.safetensors"):
 
 
 def test_width_mismatch_names_first_key_and_shapes(tmp_path):
-    path = _save(tmp_path, synthetic_state_dict("hrnet_w18", "timm"))
+    path = _save(tmp_path, synthetic_state_dict("hrnet_w18", "timm", zeros=True))
     with pytest.raises(CheckpointError) as e:
         load_pretrained(path, arch="hrnet_w32")
     msg = str(e.value)
@@ -77,7 +77,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
 
 
 def test_se_weights_into_plain_arch_lists_se_keys(tmp_path):
-    state = synthetic_state_dict("se_hrnet_w18_c", "paddle")
+    state = synthetic_state_dict("se_hrnet_w18_c", "paddle", zeros=True)
     path = tmp_path / "se.pdparams"
     path.write_bytes(pickle.dumps(state, protocol=2))
     with pytest.raises(CheckpointError, match=r"unexpected key\(s\): .*se\.fc_"):
@@ -94,7 +94,7 @@ def test_truncated_files(tmp_path):
     state = synthetic_state_dict("hrnet_w18_small", "timm")
     full = _save(tmp_path, state)
     torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "model.pth")
-    (tmp_path / "model.pdparams").write_bytes(pickle.dumps(synthetic_state_dict("hrnet_w18_c", "paddle"), protocol=4))
+    (tmp_path / "model.pdparams").write_bytes(pickle.dumps(synthetic_state_dict("hrnet_w18_c", "paddle", zeros=True), protocol=4))
     for name in ("model.safetensors", "model.pth", "model.pdparams"):
         data = (tmp_path / name).read_bytes()
         cut = tmp_path / f"cut_{name}"
@@ -161,7 +161,7 @@ def test_num_classes_change_reinitialises_classifier(tmp_path):
 
 
 def _flax_variables(arch: str) -> dict:
-    return to_variables(synthetic_state_dict(arch, "flax"), key_table(ARCHS[arch], 1000, "flax"), "synthetic")
+    return to_variables(synthetic_state_dict(arch, "flax", zeros=True), key_table(ARCHS[arch], 1000, "flax"), "synthetic")
 
 
 def test_se_cannot_be_exported_to_timm():

@@ -45,6 +45,13 @@ def abstract_variables(model, shape=(1, 224, 224, 3)):
     return jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
+def abstract_output_and_variables(model, shape, **kwargs):
+    """The output's and the variables' shapes from one trace (`init_with_output`; a full-width
+    variant takes about a second per trace)."""
+    init = lambda x: model.init_with_output(jax.random.key(0), x, **kwargs)  # noqa: E731
+    return jax.eval_shape(init, jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
 def test_list_models_has_every_variant():
     assert sorted(EXPECTED_NAMES + SEGMENTATION_NAMES + POSE_NAMES) == hf.list_models()
     assert hf.list_models("*_seg") == sorted(SEGMENTATION_NAMES)
@@ -63,9 +70,8 @@ def test_names_are_case_insensitive_and_unknown_names_are_refused():
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
 def test_every_variant_builds_with_the_right_shapes(name):
     model = hf.create_model(name, num_classes=7)
-    variables = abstract_variables(model, (2, 224, 224, 3))
+    logits, variables = abstract_output_and_variables(model, (2, 224, 224, 3))
     assert set(variables) == {"params", "batch_stats"}
-    logits = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32))
     chex.assert_shape(logits, (2, 7))
     assert logits.dtype == jnp.float32
     params = variables["params"]
@@ -145,11 +151,6 @@ def test_init_variables_matches_model_init_in_structure_and_distribution():
     assert float(jnp.abs(params["layer1_0"]["se"]["squeeze"]["bias"]).max()) == 0.0
     assert bool((fast["batch_stats"]["conv1"]["bn"]["var"] == 1).all())
     assert bool((params["conv1"]["bn"]["scale"] == 1).all())
-    # different keys give different weights; the same key the same weights
-    again = hf.init_variables(model, jax.random.key(0))
-    other = hf.init_variables(model, jax.random.key(1))
-    chex.assert_trees_all_equal(fast, again)
-    assert not np.allclose(other["params"]["conv1"]["conv"]["kernel"], params["conv1"]["conv"]["kernel"])
 
 
 def test_init_variables_and_model_init_draw_from_the_same_distribution():
@@ -157,6 +158,10 @@ def test_init_variables_and_model_init_draw_from_the_same_distribution():
     slow = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 32, 32, 3)))
     fast = hf.init_variables(model, jax.random.key(3))
     chex.assert_trees_all_equal_shapes_and_dtypes(fast, slow)
+    # different keys give different weights; the same key the same weights
+    chex.assert_trees_all_equal(fast, hf.init_variables(model, jax.random.key(3)))
+    other = hf.init_variables(model, jax.random.key(4))
+    assert not np.allclose(other["params"]["conv1"]["conv"]["kernel"], fast["params"]["conv1"]["conv"]["kernel"])
     for path in [("transition3_3", "conv", "kernel"), ("final", "conv", "kernel"), ("classifier", "kernel")]:
         a, b = fast["params"], slow["params"]
         for key in path:
@@ -220,11 +225,7 @@ def test_train_mode_uses_batch_statistics_and_updates_running_averages(small):
 @pytest.mark.parametrize("size", [(224, 224), (256, 320), (96, 160), (32, 32)])
 def test_feature_strides_and_channels(name, size):
     h, w = size
-    model = hf.create_model(name)
-    variables = abstract_variables(model, (1, h, w, 3))
-    feats = jax.eval_shape(
-        lambda v, x: model.apply(v, x, return_features=True), variables, jax.ShapeDtypeStruct((2, h, w, 3), jnp.float32)
-    )
+    feats, _ = abstract_output_and_variables(hf.create_model(name), (2, h, w, 3), return_features=True)
     c = width_of(name)
     chex.assert_shape(feats["stem"], (2, h // 4, w // 4, 64))
     for b in range(4):

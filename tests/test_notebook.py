@@ -8,13 +8,14 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ROOT
+from conftest import ROOT, run_fast_xla_flags
 
 pytestmark = pytest.mark.slow
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel's `tempfile.mkdtemp()` (about 210 MB of checkpoints) lands here
+    monkeypatch.setenv("XLA_FLAGS", run_fast_xla_flags())  # the kernel trains the three demos: it runs more than it compiles
     nb = nbformat.read(ROOT / "experiments" / "quickstart.ipynb", as_version=4)  # executed in memory only
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     nbformat.write(nb, tmp_path / "quickstart.executed.ipynb")  # to look at when this fails; the committed file is untouched
