@@ -89,6 +89,7 @@ def test_scaling_on_paper_from_the_kept_h200_step(tmp_path, capsys):
     assert "| 64 x H200 | float32 | 85.2 | 167.7 |" in printed and "measured step 160.6 ms at batch 256" in printed
 
 
+@pytest.mark.slow
 def test_conv_layers_times_every_convolution_of_the_model(tmp_path):
     from hrnet_flax.models import info
 

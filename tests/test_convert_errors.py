@@ -20,16 +20,16 @@ from hrnet_flax.weights.pretrained import get_pretrained
 
 @pytest.mark.parametrize(
     "arch,layout",
-    [
+    [  # the slow cases: more widths in a layout the fast ones detect already
         ("hrnet_w18_small", "timm"),
         ("hrnet_w18_small_v2", "timm"),
-        ("hrnet_w32", "timm"),
+        pytest.param("hrnet_w32", "timm", marks=pytest.mark.slow),
         ("hrnet_w64", "timm"),
-        ("hrnet_w48_c", "paddle"),
+        pytest.param("hrnet_w48_c", "paddle", marks=pytest.mark.slow),
         ("se_hrnet_w64_c", "paddle"),
-        ("hrnet_w30_c", "paddle"),
+        pytest.param("hrnet_w30_c", "paddle", marks=pytest.mark.slow),
         ("se_hrnet_w18_c", "paddle2"),
-        ("hrnet_w44_c", "paddle2"),
+        pytest.param("hrnet_w44_c", "paddle2", marks=pytest.mark.slow),
         ("hrnet_w40_c", "mmpretrain"),
         ("hrnet_w18_ssld", "timm"),
     ],

@@ -120,6 +120,7 @@ def test_class_names_are_imagenet_synsets(imagenet):
     assert len(names) == 1000 and names[:3] == SYNSETS
 
 
+@pytest.mark.slow  # an experiment script
 def test_eval_pretrained_script_writes_table(imagenet, tmp_path, monkeypatch):
     """experiments/eval_pretrained.py end to end, with a random model standing in for the download."""
     import importlib.util

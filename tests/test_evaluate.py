@@ -185,6 +185,7 @@ print("RESULT " + json.dumps(evaluate(model, variables, batches)))
 """
 
 
+@pytest.mark.slow  # two processes
 def test_evaluate_two_processes_sums_over_hosts(tmp_path):
     """2 processes x 2 devices, each reading its own part of an image folder, give the
     numbers of one process reading all of it (unreadable files included)."""
