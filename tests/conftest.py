@@ -39,7 +39,7 @@ enable_compilation_cache()
 
 # The files that take longest, longest first (seconds of one worker, full suite, 2-core machine:
 # 320, 250, 210, 205, 150, 135, 130-185; the rest under 100). Two workers that start these first
-# finish within seconds of each other; started last, the notebook alone ran on for minutes.
+# finish within seconds of each other; started last, the notebook would run on alone for minutes.
 LONGEST_FIRST = ("test_notebook.py", "test_train_parallel.py", "test_export.py", "test_speed_transforms.py",
                  "test_train.py", "test_benchmark.py", "test_model.py")  # fmt: skip
 

@@ -10,6 +10,7 @@ import pytest
 
 import hrnet_flax as hf
 from hrnet_flax.models import info
+from hrnet_flax.models.initialization import abstract_variables
 from hrnet_flax.cli import main as cli_main
 
 # PaddleClas's HRNet page (the seed document), "Parameters (M)" column.
@@ -47,10 +48,6 @@ def families_first(names):
 
 def width_of(name: str) -> int:
     return WIDTH.get(name) or int(name.split("_w")[1].split("_")[0])
-
-
-def abstract_variables(model, shape=(1, 224, 224, 3)):
-    return jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
 def abstract_output_and_variables(model, shape, **kwargs):
@@ -116,7 +113,7 @@ def test_info_cli_prints_the_table(capsys):
 
 def test_variables_structure():
     model = hf.create_model("hrnet_w18")
-    v = abstract_variables(model)
+    v = abstract_variables(model, (1, 224, 224, 3))
     params, stats = v["params"], v["batch_stats"]
     assert set(params["conv1"]) == {"conv", "bn"}
     assert params["conv1"]["conv"]["kernel"].shape == (3, 3, 3, 64)  # HWIO
